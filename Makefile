@@ -1,0 +1,167 @@
+# cpool - flat Makefile in the hiredis/liburing tradition.
+#
+#   make                  libcpool.a, libcpool.so, cpool.pc under build/
+#   make test             install missing Debian packages, build, run the suite
+#   make bench            install missing packages, run every bench workload
+#   make asan | tsan      the whole suite under ASan+UBSan / TSan
+#   make install          PREFIX=/usr/local DESTDIR=
+#   make deps             install the Debian packages build, tests, benches need
+#
+# User CFLAGS/LDFLAGS are respected; the project's warnings are added on top.
+
+VERSION_MAJOR := $(shell sed -n 's/^\#define CPOOL_VERSION_MAJOR \([0-9]*\)/\1/p' include/cpool.h)
+VERSION_MINOR := $(shell sed -n 's/^\#define CPOOL_VERSION_MINOR \([0-9]*\)/\1/p' include/cpool.h)
+VERSION_PATCH := $(shell sed -n 's/^\#define CPOOL_VERSION_PATCH \([0-9]*\)/\1/p' include/cpool.h)
+VERSION := $(VERSION_MAJOR).$(VERSION_MINOR).$(VERSION_PATCH)
+SONAME := libcpool.so.$(VERSION_MAJOR)
+
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+
+CC ?= cc
+CFLAGS ?= -O2 -g
+BUILD ?= build
+# SAN=asan|tsan selects a sanitizer build (used by make asan / make tsan).
+SAN ?=
+
+PROJECT_CFLAGS := -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror \
+	-Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter \
+	-fvisibility=hidden -fPIC -Iinclude -Ipool
+URCU_LIBS := -lurcu-cds -lurcu-memb -lurcu-common
+SYS_LIBS := -lpthread -ldl -lm
+JEMALLOC_PIC := $(shell $(CC) -print-file-name=libjemalloc_pic.a)
+
+ifeq ($(SAN),asan)
+PROJECT_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer \
+	-fno-sanitize-recover=undefined -DCPOOL_ALLOC_LIBC -DCPOOL_SANITIZE
+SAN_LDFLAGS := -fsanitize=address,undefined
+else ifeq ($(SAN),tsan)
+PROJECT_CFLAGS += -fsanitize=thread -fno-omit-frame-pointer \
+	-DCPOOL_ALLOC_LIBC -DCPOOL_SANITIZE
+SAN_LDFLAGS := -fsanitize=thread
+endif
+
+LIB_SRCS := $(wildcard pool/*.c)
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+LIB_HDRS := include/cpool.h $(wildcard pool/*.h)
+
+TEST_SRCS := $(wildcard tests/*.c)
+TEST_UTIL_SRCS := $(wildcard tests/util/*.c)
+TEST_OBJS := $(TEST_SRCS:%.c=$(BUILD)/%.o) $(TEST_UTIL_SRCS:%.c=$(BUILD)/%.o)
+TEST_BIN := $(BUILD)/tests/cpool_tests
+CRITERION_FLAGS ?= --jobs=2
+
+DEB_PKGS := gcc make liburcu-dev libjemalloc-dev libcriterion-dev memcached \
+	redis-server libhiredis-dev libaprutil1-dev libmemcached-dev pkg-config \
+	valgrind iproute2
+
+.PHONY: all lib install uninstall clean deps test asan tsan bench \
+	bench-callgrind check-exports
+
+all: lib
+
+lib: $(BUILD)/libcpool.a $(BUILD)/libcpool.so $(BUILD)/cpool.pc
+
+$(BUILD)/%.o: %.c $(LIB_HDRS) $(wildcard tests/util/*.h) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PROJECT_CFLAGS) -c $< -o $@
+
+# jemalloc is linked in privately: the pool's objects and jemalloc's pic
+# archive become one relocatable object in which every global but cpool_* is
+# made local, so neither libcpool.a nor libcpool.so can replace the host's
+# malloc. Sanitizer builds use libc through the same funnel (pool/alloc.h).
+ifeq ($(SAN),)
+$(BUILD)/cpool.o: $(LIB_OBJS)
+	$(LD) -r -o $@.tmp $(LIB_OBJS) $(JEMALLOC_PIC)
+	objcopy --wildcard --keep-global-symbol='cpool_*' $@.tmp $@
+	@rm -f $@.tmp
+else
+$(BUILD)/cpool.o: $(LIB_OBJS)
+	$(LD) -r -o $@ $(LIB_OBJS)
+endif
+
+$(BUILD)/libcpool.a: $(BUILD)/cpool.o
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(BUILD)/libcpool.so: $(BUILD)/cpool.o pool/libcpool.map
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=pool/libcpool.map \
+		$(if $(SAN),,-Wl,-z,defs) $(SAN_LDFLAGS) $(LDFLAGS) \
+		-o $(BUILD)/libcpool.so.$(VERSION) $(BUILD)/cpool.o $(URCU_LIBS) $(SYS_LIBS)
+	ln -sf libcpool.so.$(VERSION) $(BUILD)/$(SONAME)
+	ln -sf $(SONAME) $@
+
+$(BUILD)/cpool.pc: Makefile include/cpool.h
+	@mkdir -p $(BUILD)
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCLUDEDIR)' '' \
+		'Name: cpool' 'Description: pool of live, clean persistent client connections' \
+		'Version: $(VERSION)' 'Requires.private: liburcu-cds liburcu-memb' \
+		'Libs: -L$${libdir} -lcpool' 'Libs.private: $(SYS_LIBS)' \
+		'Cflags: -I$${includedir}' > $@
+
+# Only cpool_* may leave the shared object.
+check-exports: $(BUILD)/libcpool.so
+	@bad=$$(nm -D --defined-only $(BUILD)/libcpool.so | awk '$$2 ~ /[TDBRW]/ {print $$3}' \
+		| grep -v '^cpool_' || true); \
+	if [ -n "$$bad" ]; then echo "non-cpool exports: $$bad"; exit 1; fi; \
+	echo "exports: only cpool_* ($$(nm -D --defined-only $(BUILD)/libcpool.so | grep -c ' T cpool_') functions)"
+
+install: lib
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
+	install -m 644 include/cpool.h $(DESTDIR)$(INCLUDEDIR)/cpool.h
+	install -m 644 $(BUILD)/libcpool.a $(DESTDIR)$(LIBDIR)/libcpool.a
+	install -m 755 $(BUILD)/libcpool.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libcpool.so.$(VERSION)
+	ln -sf libcpool.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libcpool.so
+	install -m 644 $(BUILD)/cpool.pc $(DESTDIR)$(PKGCONFIGDIR)/cpool.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/cpool.h $(DESTDIR)$(LIBDIR)/libcpool.a \
+		$(DESTDIR)$(LIBDIR)/libcpool.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
+		$(DESTDIR)$(LIBDIR)/libcpool.so $(DESTDIR)$(PKGCONFIGDIR)/cpool.pc
+
+# Installs what is missing when run as root; otherwise prints the exact line
+# to run and fails. Silent when everything is there.
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' \
+			|| missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+		echo "cpool needs these Debian packages. Run as root:"; \
+		echo "  apt-get update && apt-get install -y$$missing"; exit 1; \
+	fi; \
+	echo "installing:$$missing"; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing
+
+# The test binary links the shipped static library: the tests see exactly
+# what a user links.
+$(TEST_BIN): $(TEST_OBJS) $(BUILD)/libcpool.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SAN_LDFLAGS) $(LDFLAGS) -o $@ $(TEST_OBJS) $(BUILD)/libcpool.a \
+		-lcriterion $(URCU_LIBS) $(SYS_LIBS)
+
+TSAN_OPTIONS_RUN := suppressions=$(CURDIR)/tests/tsan.supp halt_on_error=1 second_deadlock_stack=1
+ASAN_OPTIONS_RUN := detect_leaks=1:abort_on_error=0:halt_on_error=1
+UBSAN_OPTIONS_RUN := print_stacktrace=1:halt_on_error=1
+
+test: deps
+	@$(MAKE) --no-print-directory $(TEST_BIN) check-exports
+	$(TEST_BIN) $(CRITERION_FLAGS)
+
+asan: deps
+	@$(MAKE) --no-print-directory BUILD=build-asan SAN=asan build-asan/tests/cpool_tests
+	ASAN_OPTIONS=$(ASAN_OPTIONS_RUN) UBSAN_OPTIONS=$(UBSAN_OPTIONS_RUN) \
+		build-asan/tests/cpool_tests $(CRITERION_FLAGS)
+
+tsan: deps
+	@$(MAKE) --no-print-directory BUILD=build-tsan SAN=tsan build-tsan/tests/cpool_tests
+	TSAN_OPTIONS="$(TSAN_OPTIONS_RUN)" build-tsan/tests/cpool_tests $(CRITERION_FLAGS)
+
+-include bench/bench.mk
+
+clean:
+	rm -rf build build-asan build-tsan bench/results/*.csv

@@ -1,0 +1,410 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cpool - a multithreaded pool of persistent client connections.
+ *
+ * A service asks the pool for a connection to an upstream endpoint, speaks
+ * its own protocol over the file descriptor and gives the connection back.
+ * Every connection handed out has just passed the liveness probe (unless the
+ * caller opted into probe_bypass_ms): no FIN, no RST, no pending error and no
+ * stray bytes from an earlier exchange.
+ *
+ * Conventions, for every call below:
+ *  - functions returning int return 0 (or a non-negative value where stated)
+ *    or a negative errno; out-parameters are untouched on failure;
+ *  - the library never prints, never aborts on runtime errors, never raises
+ *    SIGPIPE and never changes signal dispositions; text goes to
+ *    cfg.log_fn;
+ *  - no call requires the caller to register its thread anywhere.
+ *
+ * Which calls may run concurrently:
+ *  - everything taking a struct cpool * is MT-safe, except cpool_destroy(),
+ *    which must be the last call on the pool (cpool_release() of leases
+ *    still out excepted: those stay valid after destroy);
+ *  - a struct cpool_conn * belongs to one thread at a time, from
+ *    cpool_acquire() until cpool_release(): the calls taking it are not
+ *    MT-safe on the same connection;
+ *  - cpool_probe(), cpool_verdict_name(), cpool_close_reason_name(),
+ *    cpool_strerror() and cpool_config_init() touch no shared state.
+ */
+#ifndef CPOOL_H
+#define CPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CPOOL_VERSION_MAJOR 0
+#define CPOOL_VERSION_MINOR 1
+#define CPOOL_VERSION_PATCH 0
+
+#if defined(__GNUC__)
+#define CPOOL_API __attribute__((visibility("default")))
+#else
+#define CPOOL_API
+#endif
+
+/* Opaque handles. */
+struct cpool;
+struct cpool_conn;
+
+/*
+ * The liveness classifier's answer (cpool_probe()). Only CPOOL_ALIVE means
+ * "safe to reuse"; every other verdict is also the close reason of the
+ * connection it was given for.
+ */
+enum cpool_verdict {
+	CPOOL_ALIVE = 0,	/* recv-peek: -1 EAGAIN */
+	CPOOL_PEER_CLOSED,	/* FIN received (recv-peek 0, SO_ERROR 0) */
+	CPOOL_PEER_RESET,	/* ECONNRESET or EPIPE */
+	CPOOL_TIMED_OUT,	/* ETIMEDOUT, EHOSTUNREACH, ENETUNREACH, ... */
+	CPOOL_UNEXPECTED_DATA,	/* bytes nobody asked for are waiting */
+	CPOOL_SOCKET_ERROR,	/* any other error (EBADF, ENOTCONN, ...) */
+};
+
+/* Why a connection was closed: the index into cpool_stats.closed[]. */
+enum cpool_close_reason {
+	CPOOL_CLOSE_PEER_CLOSED = CPOOL_PEER_CLOSED,
+	CPOOL_CLOSE_PEER_RESET = CPOOL_PEER_RESET,
+	CPOOL_CLOSE_TIMED_OUT = CPOOL_TIMED_OUT,
+	CPOOL_CLOSE_UNEXPECTED_DATA = CPOOL_UNEXPECTED_DATA,
+	CPOOL_CLOSE_SOCKET_ERROR = CPOOL_SOCKET_ERROR,
+	CPOOL_CLOSE_IDLE_TIMEOUT,	/* idle longer than idle_timeout_ms */
+	CPOOL_CLOSE_LIFETIME,		/* older than max_lifetime_ms */
+	CPOOL_CLOSE_MAX_USES,		/* leased max_uses times */
+	CPOOL_CLOSE_BY_CALLER,		/* CPOOL_RELEASE_CLOSE or broken */
+	CPOOL_CLOSE_SHUTDOWN,		/* cpool_destroy() or endpoint removal */
+	CPOOL_CLOSE_REASON_COUNT
+};
+
+/* cpool_config.flags */
+#define CPOOL_NONBLOCK (1u << 0) /* hand out O_NONBLOCK fds */
+#define CPOOL_NO_PIN (1u << 1)	 /* do not pin worker threads to CPUs */
+
+/* cpool_release() flags */
+#define CPOOL_RELEASE_CLOSE (1u << 0) /* close instead of pooling */
+
+/* Levels passed to cpool_config.log_fn. */
+enum cpool_log_level {
+	CPOOL_LOG_ERROR = 0,
+	CPOOL_LOG_WARN,
+	CPOOL_LOG_INFO,
+	CPOOL_LOG_DEBUG,
+};
+
+/*
+ * Handshake run on every new connection (never on reuse), after the TCP
+ * connect and before the first lease, with @fd in the mode it will be handed
+ * out in. Return 0 to accept the connection; a negative errno fails the
+ * acquire with that error, a positive value with -ECONNABORTED; either way the
+ * connection is closed. On a blocking fd, SO_RCVTIMEO/SO_SNDTIMEO bound its
+ * I/O by what is left of connect_timeout_ms, and are cleared afterwards.
+ */
+typedef int cpool_connect_fn(int fd, const char *address, void *user_data);
+
+/* Receives every message the library has; @msg is one line, no newline. */
+typedef void cpool_log_fn(void *user_data, int level, const char *msg);
+
+/*
+ * Pool configuration. Fill it with cpool_config_init(), then change fields.
+ * Values are taken literally; the comment gives unit, default and what 0
+ * means. A caller compiled against an older, smaller struct keeps working:
+ * fields past its size take their defaults (cfg->size says how much the
+ * caller knows). Bytes past the library's own struct must be zero.
+ */
+struct cpool_config {
+	size_t size;			/* sizeof(struct cpool_config) */
+	unsigned workers;		/* shards; 0 = online CPUs; max 1024 */
+	unsigned max_conns_per_endpoint; /* process-wide cap; 64; 0 invalid */
+	unsigned min_idle_per_endpoint;	/* kept open idle; 0; <= max */
+	unsigned connect_timeout_ms;	/* connect + on_connect; 1000; 0 invalid */
+	unsigned acquire_timeout_ms;	/* wait for a slot; 1000; 0 = no wait */
+	unsigned idle_timeout_ms;	/* close idle longer; 60000; 0 = never */
+	unsigned max_lifetime_ms;	/* close older, -0..2.5 %; 0 = never */
+	unsigned max_uses;		/* close after N leases; 0 = unlimited */
+	unsigned probe_bypass_ms;	/* skip probe if released < this ago; 0 */
+	unsigned keepalive_idle_s;	/* TCP_KEEPIDLE; 30; 0 = keepalive off */
+	unsigned keepalive_interval_s;	/* TCP_KEEPINTVL; 5 */
+	unsigned keepalive_count;	/* TCP_KEEPCNT; 3 */
+	unsigned user_timeout_ms;	/* TCP_USER_TIMEOUT; 0 = derived */
+	unsigned flags;			/* CPOOL_NONBLOCK | CPOOL_NO_PIN */
+	cpool_connect_fn *on_connect;	/* NULL = none */
+	cpool_log_fn *log_fn;		/* NULL = silent */
+	void *user_data;		/* passed to the callbacks */
+};
+
+/*
+ * Counters (monotonic) and gauges of the whole pool or of one endpoint.
+ * open == idle + leased whenever the pool is quiet.
+ */
+struct cpool_stats {
+	size_t size;		 /* set by the caller: sizeof(struct cpool_stats) */
+	uint64_t acquires;	 /* successful cpool_acquire() calls */
+	uint64_t reuses;	 /* ... served from the idle set */
+	uint64_t connects;	 /* connections opened (connect + on_connect ok) */
+	uint64_t connect_failures; /* connect or on_connect failures */
+	uint64_t steals;	 /* idle connections taken from another shard */
+	uint64_t waits;		 /* acquires that blocked at least once */
+	uint64_t timeouts;	 /* acquires that returned -ETIMEDOUT */
+	uint64_t closed[CPOOL_CLOSE_REASON_COUNT]; /* by reason; [0] unused */
+	uint32_t open;		 /* connections open now */
+	uint32_t idle;		 /* ... of which idle in the pool */
+	uint32_t leased;	 /* ... of which leased to callers */
+};
+
+/**
+ * cpool_config_init() - Fill a configuration with the defaults.
+ * @cfg: caller's struct; every field is written, cfg->size included
+ *
+ * Context: any thread; never blocks.
+ */
+CPOOL_API void cpool_config_init(struct cpool_config *cfg);
+
+/**
+ * cpool_create() - Create a pool.
+ * @cfg: configuration, or NULL for the defaults; copied, not kept
+ * @out: the pool on success; untouched on failure
+ *
+ * Validates @cfg (an invalid field is named through cfg->log_fn), derives
+ * user_timeout_ms when it is 0 and keepalive is on, and sets up one shard
+ * per worker. The pool starts with no endpoint.
+ *
+ * Context: any thread; does not block on the network.
+ * Return: 0; -EINVAL NULL @out, cfg->size too small, a field out of range or
+ *         unknown bits past the struct; -ENOMEM.
+ */
+CPOOL_API int cpool_create(const struct cpool_config *cfg, struct cpool **out);
+
+/**
+ * cpool_destroy() - Shut a pool down.
+ * @pool: pool from cpool_create(); NULL is ignored
+ *
+ * Closes every idle connection (reason CPOOL_CLOSE_SHUTDOWN) and wakes
+ * waiting acquires with -ESHUTDOWN. Connections still leased stay valid:
+ * their cpool_release() closes them, and the last one frees the pool.
+ * Acquires that overlap destroy fail with -ESHUTDOWN; no call other than
+ * cpool_release() of an outstanding lease may follow it.
+ *
+ * Context: call once, from a thread that holds no lease it will release
+ *          before destroy returns; blocks for one RCU grace period and the
+ *          closes.
+ */
+CPOOL_API void cpool_destroy(struct cpool *pool);
+
+/**
+ * cpool_endpoint_add() - Register an upstream endpoint.
+ * @pool:    pool
+ * @address: "host:port", "[v6addr]:port", "unix:/path" or "unix:@abstract"
+ *
+ * Host names are resolved here, once (the first address getaddrinfo gives);
+ * cpool_acquire() then names the endpoint by the same string, byte for byte.
+ *
+ * Context: MT-safe; blocks for name resolution when @address has a name.
+ * Return: 0; -EINVAL NULL argument, malformed address, port 0 or > 65535,
+ *         unix path too long; -EEXIST already added; -EHOSTUNREACH the name
+ *         does not resolve; -EAGAIN temporary resolver failure; -ESHUTDOWN
+ *         pool being destroyed; -ENOMEM.
+ */
+CPOOL_API int cpool_endpoint_add(struct cpool *pool, const char *address);
+
+/**
+ * cpool_endpoint_remove() - Stop using an endpoint.
+ * @pool:    pool
+ * @address: as given to cpool_endpoint_add()
+ *
+ * New acquires fail with -ENOENT at once; idle connections are closed now
+ * and leased ones at release (reason CPOOL_CLOSE_SHUTDOWN); waiting acquires
+ * wake with -ENOENT. The endpoint's memory is freed after an RCU grace period
+ * and its last connection. The same address may be added again at once.
+ *
+ * Context: MT-safe; blocks for the closes.
+ * Return: 0; -EINVAL NULL argument; -ENOENT unknown address; -ESHUTDOWN.
+ */
+CPOOL_API int cpool_endpoint_remove(struct cpool *pool, const char *address);
+
+/**
+ * cpool_acquire() - Lease a live connection to an endpoint.
+ * @pool:    pool from cpool_create()
+ * @address: an address given to cpool_endpoint_add()
+ * @out:     the lease on success; untouched on failure
+ *
+ * Reuses the most recently released idle connection of the caller's shard
+ * after it passes the liveness probe (cpool_probe(); skipped when released
+ * less than probe_bypass_ms ago); dead, dirty, idle-expired or too old ones
+ * are closed with their reason and the next one is tried. Otherwise steals an
+ * idle connection from another shard, or opens a new one if the endpoint is
+ * below max_conns_per_endpoint, or waits up to acquire_timeout_ms for a
+ * release to hand it a connection or a slot. Every lease ends in exactly one
+ * cpool_release().
+ *
+ * Context: MT-safe. Blocks for at most acquire_timeout_ms waiting for a slot,
+ *          plus connect_timeout_ms when it opens a connection.
+ * Return: 0; -EINVAL NULL argument; -ENOENT unknown or removed endpoint;
+ *         -ETIMEDOUT no slot in time (or the connect timed out);
+ *         -ESHUTDOWN pool being destroyed; -EMFILE/-ENFILE no fd; -ENOMEM;
+ *         the connect error (-ECONNREFUSED, -EHOSTUNREACH, ...); the
+ *         on_connect error (-ECONNABORTED for a positive return).
+ */
+CPOOL_API int cpool_acquire(struct cpool *pool, const char *address,
+			    struct cpool_conn **out);
+
+/**
+ * cpool_release() - End a lease.
+ * @c:     a connection from cpool_acquire(); NULL is ignored
+ * @flags: 0 when the exchange completed and the connection is clean;
+ *         CPOOL_RELEASE_CLOSE to close it (after an error, a timeout, a
+ *         cancelled request: anything that may leave bytes in flight)
+ *
+ * Pools the connection again only when @flags is 0, no cpool_send() or
+ * cpool_recv() error marked it broken, and it is below max_uses and
+ * max_lifetime_ms; closes it otherwise, with the reason counted. Hands it
+ * (or its slot) to one waiting acquire, if any. After cpool_destroy() or
+ * the endpoint's removal it closes the connection. Releasing a connection
+ * that is not leased (a double release noticed while the object is still
+ * valid) is logged and ignored. @c is invalid afterwards.
+ *
+ * Context: MT-safe (any thread may release); never blocks on the network;
+ *          may block on close().
+ */
+CPOOL_API void cpool_release(struct cpool_conn *c, unsigned flags);
+
+/**
+ * cpool_conn_fd() - The socket of a leased connection.
+ * @c: leased connection
+ *
+ * Blocking unless the pool has CPOOL_NONBLOCK. Do not close it, change its
+ * O_NONBLOCK flag or keep it past cpool_release().
+ *
+ * Context: the lease holder.
+ * Return: the fd; -EINVAL @c is NULL.
+ */
+CPOOL_API int cpool_conn_fd(const struct cpool_conn *c);
+
+/**
+ * cpool_conn_reused() - Whether a lease came from the idle set.
+ * @c: leased connection
+ *
+ * A request that failed on its first write over a reused connection may be
+ * retried once on a fresh one, if it is idempotent: the peer may have closed
+ * just after the probe.
+ *
+ * Context: the lease holder.
+ * Return: true if reused; false if freshly connected or @c is NULL.
+ */
+CPOOL_API bool cpool_conn_reused(const struct cpool_conn *c);
+
+/**
+ * cpool_send() - Send a whole buffer.
+ * @c:   leased connection
+ * @buf: bytes
+ * @len: their count
+ *
+ * Loops over partial sends and EINTR, always with MSG_NOSIGNAL. Any error
+ * marks the connection broken, so that cpool_release() closes it; -EAGAIN
+ * on a CPOOL_NONBLOCK connection does not. On a CPOOL_NONBLOCK connection
+ * whose send buffer fills after some bytes went out, returns that count.
+ *
+ * Context: the lease holder; blocks like send() in the fd's mode.
+ * Return: @len (or the partial count above); -EINVAL bad argument or not
+ *         leased; -EPIPE, -ECONNRESET, -ETIMEDOUT, ... (never SIGPIPE);
+ *         -EAGAIN.
+ */
+CPOOL_API ssize_t cpool_send(struct cpool_conn *c, const void *buf,
+			     size_t len);
+
+/**
+ * cpool_recv() - Receive like recv(2).
+ * @c:   leased connection
+ * @buf: destination
+ * @len: its size
+ *
+ * One recv() call, retried on EINTR. A return of 0 with @len > 0 (peer
+ * closed) or an error marks the connection broken; -EAGAIN on a
+ * CPOOL_NONBLOCK connection does not.
+ *
+ * Context: the lease holder; blocks like recv() in the fd's mode.
+ * Return: bytes received; 0 peer closed (or @len 0); -EINVAL bad argument
+ *         or not leased; -ECONNRESET, -ETIMEDOUT, ...; -EAGAIN.
+ */
+CPOOL_API ssize_t cpool_recv(struct cpool_conn *c, void *buf, size_t len);
+
+/**
+ * cpool_probe() - Classify an idle socket: alive, or dead and why.
+ * @fd: any connected stream socket
+ *
+ * One recv(MSG_PEEK | MSG_DONTWAIT) of one byte, retried on EINTR; only
+ * when it returns 0 (FIN, or an error an earlier read consumed), one
+ * getsockopt(SO_ERROR). errno is read only after a call that returned -1,
+ * so a stale errno never changes the verdict; errno is preserved. Consumes
+ * no data, but reads (and so clears) a pending socket error.
+ *
+ * Context: any thread; never blocks.
+ * Return: the verdict.
+ */
+CPOOL_API enum cpool_verdict cpool_probe(int fd);
+
+/**
+ * cpool_verdict_name() - "alive", "peer_closed", "peer_reset", "timed_out",
+ * "unexpected_data", "socket_error"; "unknown" for anything else.
+ * @v: verdict
+ */
+CPOOL_API const char *cpool_verdict_name(enum cpool_verdict v);
+
+/**
+ * cpool_close_reason_name() - The verdict names for the first five reasons,
+ * then "idle_timeout", "lifetime", "max_uses", "by_caller", "shutdown";
+ * "unknown" for anything else.
+ * @r: reason
+ */
+CPOOL_API const char *cpool_close_reason_name(enum cpool_close_reason r);
+
+/**
+ * cpool_stats_get() - Read counters and gauges.
+ * @pool:    pool
+ * @address: an endpoint's address, or NULL for the whole pool (endpoints
+ *           removed since creation included in the counters)
+ * @out:     caller sets out->size; at most that many bytes are written
+ *
+ * Counters are read without stopping the pool: each is exact, the set is
+ * not a snapshot of one instant while calls run.
+ *
+ * Context: MT-safe; never blocks on the network.
+ * Return: 0; -EINVAL NULL argument or out->size too small; -ENOENT unknown
+ *         address.
+ */
+CPOOL_API int cpool_stats_get(struct cpool *pool, const char *address,
+			      struct cpool_stats *out);
+
+/**
+ * cpool_strerror() - Text for an error code.
+ * @err: a negative errno as the calls above return it (a positive errno
+ *       works too)
+ *
+ * Context: any thread.
+ * Return: a static string; "Unknown error" for codes it does not know.
+ */
+CPOOL_API const char *cpool_strerror(int err);
+
+/**
+ * cpool_memory_get() - Bytes the library holds from its allocator.
+ * @bytes: the count on success
+ *
+ * All pools of the process together: jemalloc's own statistics
+ * (stats.arenas.<i>.small.allocated + large.allocated, after an epoch
+ * refresh) for the arenas cpool created, one per shard index. In sanitizer
+ * builds, where the funnel uses libc, the funnel's own count.
+ *
+ * Context: MT-safe; never blocks on the network.
+ * Return: 0; -EINVAL @bytes is NULL; -EIO jemalloc refused the query.
+ */
+CPOOL_API int cpool_memory_get(size_t *bytes);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CPOOL_H */

@@ -1,0 +1,349 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The public entry points: create/destroy, acquire/release.
+ *
+ * Acquire's fast path, in order: RCU read lock (a compiler barrier with
+ * urcu-memb), the endpoint looked up by name in the cds_lfht, the caller's
+ * shard from sched_getcpu(), one spinlocked pop of the most recently
+ * released connection, the checkout checks (lifetime, idle age, then the
+ * MSG_PEEK probe unless probe_bypass_ms says it was released just now).
+ * No allocation, no atomic read-modify-write besides the list lock, one
+ * syscall (the probe).
+ *
+ * Release's fast path: the reuse decision (flags, broken, max_uses,
+ * lifetime), then one spinlocked push onto the caller's shard, unless a
+ * waiter is queued (then the connection goes to that one waiter) or the
+ * endpoint is closing (then it is closed).
+ *
+ * Everything slow (closing dead connections, stealing, connecting, waiting)
+ * happens outside every lock, holding a reference on the endpoint instead.
+ */
+#include "pool.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "config.h"
+#include "conn.h"
+#include "endpoint.h"
+#include "log.h"
+#include "probe.h"
+#include "shard.h"
+#include "wait.h"
+
+void
+cpool__pool_put(struct cpool *pool)
+{
+	if (__atomic_sub_fetch(&pool->refs, 1, __ATOMIC_ACQ_REL))
+		return;
+	pthread_mutex_destroy(&pool->ep_lock);
+	cpool__free(pool, sizeof(*pool));
+}
+
+int
+cpool_create(const struct cpool_config *cfg, struct cpool **out)
+{
+	struct cpool_config c;
+	struct cpool *pool;
+	int err;
+
+	if (!out)
+		return -EINVAL;
+	err = cpool__config_load(cfg, &c);
+	if (err)
+		return err;
+	pool = cpool__alloc(sizeof(*pool), CPOOL_CACHELINE, 0);
+	if (!pool)
+		return -ENOMEM;
+	pool->cfg = c;
+	pool->nshards = c.workers;
+	pool->probe_bypass_ns = (uint64_t)c.probe_bypass_ms * 1000000u;
+	pool->idle_timeout_ns = (uint64_t)c.idle_timeout_ms * 1000000u;
+	pool->lifetime_ns = (uint64_t)c.max_lifetime_ms * 1000000u;
+	pool->need_clock = pool->probe_bypass_ns || pool->idle_timeout_ns ||
+			   pool->lifetime_ns;
+	pool->hash_seed = cpool__random();
+	pool->table = cds_lfht_new_flavor(16, 16, 0,
+					  CDS_LFHT_AUTO_RESIZE |
+						  CDS_LFHT_ACCOUNTING,
+					  &urcu_memb_flavor, NULL);
+	if (!pool->table) {
+		cpool__free(pool, sizeof(*pool));
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&pool->ep_lock, NULL);
+	CDS_INIT_LIST_HEAD(&pool->endpoints);
+	pool->refs = 1;
+	*out = pool;
+	return 0;
+}
+
+void
+cpool_destroy(struct cpool *pool)
+{
+	struct cpool_endpoint *ep, *tmp;
+	struct cds_list_head to_close;
+	struct cds_lfht_iter it;
+
+	if (!pool)
+		return;
+	if (__atomic_exchange_n(&pool->shutdown, 1, __ATOMIC_SEQ_CST)) {
+		cpool__log(&pool->cfg, CPOOL_LOG_ERROR,
+			   "cpool_destroy called twice");
+		return;
+	}
+	cpool__rcu_ensure();
+	CDS_INIT_LIST_HEAD(&to_close);
+	pthread_mutex_lock(&pool->ep_lock);
+	urcu_memb_read_lock();
+	cds_lfht_for_each_entry(pool->table, &it, ep, node) {
+		if (cds_lfht_del(pool->table, &ep->node) == 0) {
+			cpool__ep_get(ep);
+			cds_list_add_tail(&ep->close_link, &to_close);
+		}
+	}
+	urcu_memb_read_unlock();
+	pthread_mutex_unlock(&pool->ep_lock);
+
+	cds_list_for_each_entry_safe(ep, tmp, &to_close, close_link) {
+		urcu_memb_call_rcu(&ep->rcu, cpool__ep_table_put_rcu);
+		cpool__ep_close(ep, -ESHUTDOWN);
+		cpool__ep_put(ep);
+	}
+	/*
+	 * Every reader that could still be walking the table started before
+	 * the shutdown flag was set: wait for them, and for the table's
+	 * references, before the table goes.
+	 */
+	urcu_memb_synchronize_rcu();
+	urcu_memb_barrier();
+	cds_lfht_destroy(pool->table, NULL);
+	pool->table = NULL;
+	cpool__pool_put(pool);
+}
+
+/*
+ * Whether a connection taken from the idle set may be handed out: 0, or the
+ * reason to close it. Lifetime and idle age first (no syscall), then the
+ * probe, skipped only inside the bypass window.
+ */
+static inline int
+checkout_reason(const struct cpool *pool, const struct cpool_conn *c)
+{
+	uint64_t now;
+
+	if (pool->need_clock) {
+		now = cpool__coarse_ns();
+		if (c->expires_ns && now >= c->expires_ns)
+			return CPOOL_CLOSE_LIFETIME;
+		if (pool->idle_timeout_ns &&
+		    now - c->released_ns >= pool->idle_timeout_ns)
+			return CPOOL_CLOSE_IDLE_TIMEOUT;
+		if (now - c->released_ns < pool->probe_bypass_ns)
+			return 0;
+	}
+	return (int)cpool_probe(c->fd);
+}
+
+/*
+ * Opens a connection for a caller holding a slot of @ep. Returns 0 with
+ * the new lease, or -errno with the slot given back.
+ */
+static int
+acquire_new(struct cpool_endpoint *ep, unsigned sh, struct cpool_conn **out)
+{
+	struct cpool_conn *c;
+	int err;
+
+	err = cpool__conn_open(ep, sh, &c);
+	if (err) {
+		cpool__ep_slot_put(ep);
+		return err;
+	}
+	ATOMIC_ADD(&ep->leased_adj, 1);
+	if (unlikely(LOAD(&ep->closing))) {
+		err = LOAD(&ep->close_err);
+		cpool__conn_close(c, CPOOL_CLOSE_SHUTDOWN, true);
+		return err;
+	}
+	ATOMIC_ADD(&ep->ctr.new_leases, 1);
+	c->uses = 1;
+	c->reused = false;
+	*out = c;
+	return 0;
+}
+
+/*
+ * Everything after the first pop: close the rejected candidate @c (if any,
+ * with @reason), pop again, steal, connect under the cap, or wait for a
+ * handoff. The caller holds a reference on @ep and no lock.
+ */
+static int
+acquire_slow(struct cpool_endpoint *ep, unsigned sh, struct cpool_conn *c,
+	     int reason, struct cpool_conn **out)
+{
+	struct cpool *pool = ep->pool;
+	uint64_t deadline = 0;
+	bool waited = false;
+	int got;
+
+	for (;;) {
+		if (c) {
+			ATOMIC_ADD(&ep->ctr.rejects, 1);
+			cpool__conn_close(c, (enum cpool_close_reason)reason,
+					  true);
+			c = NULL;
+		}
+		if (unlikely(LOAD(&ep->closing)))
+			return LOAD(&ep->close_err);
+		c = cpool__idle_pop(&ep->idle[sh]);
+		if (!c)
+			c = cpool__shard_steal(ep, sh);
+		if (!c && cpool__ep_slot_get(ep))
+			return acquire_new(ep, sh, out);
+		if (!c) {
+			if (pool->cfg.acquire_timeout_ms == 0)
+				break;
+			if (!deadline)
+				deadline = cpool__now_ns() +
+					   (uint64_t)pool->cfg
+							   .acquire_timeout_ms *
+						   1000000u;
+			if (!waited) {
+				waited = true;
+				ATOMIC_ADD(&ep->ctr.waits, 1);
+			}
+			got = cpool__wait(ep, deadline, &c);
+			if (got == CPOOL_WAIT_SLOT)
+				return acquire_new(ep, sh, out);
+			if (got == -ETIMEDOUT)
+				break;
+			if (got < 0)
+				return got;
+		}
+		reason = checkout_reason(pool, c);
+		if (!reason) {
+			c->uses++;
+			c->reused = true;
+			*out = c;
+			return 0;
+		}
+	}
+	ATOMIC_ADD(&ep->ctr.timeouts, 1);
+	return -ETIMEDOUT;
+}
+
+int
+cpool_acquire(struct cpool *pool, const char *address, struct cpool_conn **out)
+{
+	struct cpool_endpoint *ep;
+	struct cpool_conn *c;
+	unsigned sh;
+	int reason = 0, err;
+
+	if (unlikely(!pool || !address || !out))
+		return -EINVAL;
+	cpool__rcu_ensure();
+	urcu_memb_read_lock();
+	if (unlikely(LOAD(&pool->shutdown))) {
+		urcu_memb_read_unlock();
+		return -ESHUTDOWN;
+	}
+	ep = cpool__ep_lookup(pool, address);
+	if (unlikely(!ep)) {
+		urcu_memb_read_unlock();
+		return -ENOENT;
+	}
+	sh = cpool__shard_cur(pool);
+	c = cpool__idle_pop(&ep->idle[sh]);
+	if (likely(c)) {
+		reason = checkout_reason(pool, c);
+		if (likely(!reason)) {
+			urcu_memb_read_unlock();
+			c->uses++;
+			c->reused = true;
+			*out = c;
+			return 0;
+		}
+	}
+	/* Slow path: keep the endpoint with a reference, not the read lock. */
+	cpool__ep_get(ep);
+	urcu_memb_read_unlock();
+	err = acquire_slow(ep, sh, c, reason, out);
+	cpool__ep_put(ep);
+	return err;
+}
+
+/* Release when a waiter is queued or the endpoint is closing. */
+static void
+release_slow(struct cpool_endpoint *ep, struct cpool_conn *c,
+	     struct cpool_idle *idle)
+{
+	for (;;) {
+		if (LOAD(&ep->closing)) {
+			cpool__conn_close(c, CPOOL_CLOSE_SHUTDOWN, true);
+			return;
+		}
+		if (cpool__wait_handoff(ep, c))
+			return;
+		/* The waiter left (timed out) before we got there. */
+		cpool__spin_lock(&idle->lock);
+		if (!LOAD(&ep->closing) && !LOAD(&ep->nwaiters)) {
+			cpool__idle_push_locked(idle, c);
+			cpool__spin_unlock(&idle->lock);
+			return;
+		}
+		cpool__spin_unlock(&idle->lock);
+	}
+}
+
+void
+cpool_release(struct cpool_conn *c, unsigned flags)
+{
+	struct cpool_endpoint *ep;
+	struct cpool *pool;
+	struct cpool_idle *idle;
+	int reason = 0;
+	uint64_t now;
+
+	if (unlikely(!c))
+		return;
+	ep = c->ep;
+	pool = ep->pool;
+	if (unlikely(LOAD(&c->state) != CONN_LEASED)) {
+		cpool__log(&pool->cfg, CPOOL_LOG_ERROR,
+			   "cpool_release: connection to %s is not leased "
+			   "(double release?): ignored",
+			   ep->key);
+		CPOOL_BUG_ON(true);
+		return;
+	}
+	if (unlikely(flags || c->broken)) {
+		if (flags & ~CPOOL_RELEASE_CLOSE)
+			cpool__log(&pool->cfg, CPOOL_LOG_WARN,
+				   "cpool_release: unknown flags 0x%x: closing",
+				   flags);
+		reason = CPOOL_CLOSE_BY_CALLER;
+	} else if (pool->cfg.max_uses && c->uses >= pool->cfg.max_uses) {
+		reason = CPOOL_CLOSE_MAX_USES;
+	} else if (pool->need_clock) {
+		now = cpool__coarse_ns();
+		if (c->expires_ns && now >= c->expires_ns)
+			reason = CPOOL_CLOSE_LIFETIME;
+		c->released_ns = now;
+	}
+	if (unlikely(reason)) {
+		cpool__conn_close(c, (enum cpool_close_reason)reason, true);
+		return;
+	}
+	idle = &ep->idle[cpool__shard_cur(pool)];
+	cpool__spin_lock(&idle->lock);
+	if (likely(!(LOAD(&ep->closing) | LOAD(&ep->nwaiters)))) {
+		cpool__idle_push_locked(idle, c);
+		cpool__spin_unlock(&idle->lock);
+		return;
+	}
+	cpool__spin_unlock(&idle->lock);
+	release_slow(ep, c, idle);
+}

@@ -1,0 +1,141 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Waiters. Each waiter sleeps on its own condition variable, queued FIFO
+ * under ep->wait_lock; nwaiters changes only under that lock and equals the
+ * queue length whenever the lock is free. Lock order: wait_lock, then an
+ * idle list's spinlock; releasers drop their list lock before taking
+ * wait_lock.
+ *
+ * Why no release is lost: a waiter increments nwaiters before its last look
+ * at the idle lists (under each list's lock); a releaser reads nwaiters
+ * under the list lock it pushes under. Whichever takes that list lock
+ * second sees the other. Slots pair the same way with sequentially
+ * consistent atomics (cpool__ep_slot_put()).
+ */
+#include "wait.h"
+
+#include <errno.h>
+
+#include "endpoint.h"
+#include "shard.h"
+
+struct cpool_waiter {
+	struct cds_list_head link;
+	pthread_cond_t cond;
+	struct cpool_conn *conn;
+	int got; /* 0 = nothing yet, CPOOL_WAIT_*, or -errno */
+};
+
+static void
+waiter_unlink_locked(struct cpool_endpoint *ep, struct cpool_waiter *w)
+{
+	cds_list_del(&w->link);
+	__atomic_sub_fetch(&ep->nwaiters, 1, __ATOMIC_SEQ_CST);
+}
+
+int
+cpool__wait(struct cpool_endpoint *ep, uint64_t deadline_ns,
+	    struct cpool_conn **out)
+{
+	struct cpool_waiter w = { .got = 0 };
+	pthread_condattr_t attr;
+	struct timespec ts;
+	int got, rc;
+
+	pthread_mutex_lock(&ep->wait_lock);
+	if (LOAD(&ep->closing)) {
+		got = LOAD(&ep->close_err);
+		pthread_mutex_unlock(&ep->wait_lock);
+		return got;
+	}
+	__atomic_add_fetch(&ep->nwaiters, 1, __ATOMIC_SEQ_CST);
+	if (cpool__ep_slot_get(ep)) {
+		got = CPOOL_WAIT_SLOT;
+		goto undo;
+	}
+	*out = cpool__shard_take_any(ep);
+	if (*out) {
+		got = CPOOL_WAIT_CONN;
+		goto undo;
+	}
+
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&w.cond, &attr);
+	pthread_condattr_destroy(&attr);
+	cds_list_add_tail(&w.link, &ep->waiters);
+	cpool__ns_to_timespec(deadline_ns, &ts);
+	while (!w.got) {
+		rc = pthread_cond_timedwait(&w.cond, &ep->wait_lock, &ts);
+		if (rc == ETIMEDOUT && !w.got) {
+			waiter_unlink_locked(ep, &w);
+			w.got = -ETIMEDOUT;
+		}
+	}
+	got = w.got;
+	if (got == CPOOL_WAIT_CONN)
+		*out = w.conn;
+	pthread_mutex_unlock(&ep->wait_lock);
+	pthread_cond_destroy(&w.cond);
+	return got;
+undo:
+	__atomic_sub_fetch(&ep->nwaiters, 1, __ATOMIC_SEQ_CST);
+	pthread_mutex_unlock(&ep->wait_lock);
+	return got;
+}
+
+static struct cpool_waiter *
+first_waiter_locked(struct cpool_endpoint *ep)
+{
+	if (cds_list_empty(&ep->waiters))
+		return NULL;
+	return cds_list_entry(ep->waiters.next, struct cpool_waiter, link);
+}
+
+bool
+cpool__wait_handoff(struct cpool_endpoint *ep, struct cpool_conn *c)
+{
+	struct cpool_waiter *w;
+
+	pthread_mutex_lock(&ep->wait_lock);
+	w = first_waiter_locked(ep);
+	if (w) {
+		/* Counted before the waiter can run and drop its reference. */
+		ATOMIC_ADD(&ep->ctr.handoffs, 1);
+		waiter_unlink_locked(ep, w);
+		w->conn = c;
+		w->got = CPOOL_WAIT_CONN;
+		pthread_cond_signal(&w->cond);
+	}
+	pthread_mutex_unlock(&ep->wait_lock);
+	return w != NULL;
+}
+
+void
+cpool__wait_wake_slot(struct cpool_endpoint *ep)
+{
+	struct cpool_waiter *w;
+
+	pthread_mutex_lock(&ep->wait_lock);
+	w = first_waiter_locked(ep);
+	if (w && cpool__ep_slot_get(ep)) {
+		waiter_unlink_locked(ep, w);
+		w->got = CPOOL_WAIT_SLOT;
+		pthread_cond_signal(&w->cond);
+	}
+	pthread_mutex_unlock(&ep->wait_lock);
+}
+
+void
+cpool__wait_fail_all(struct cpool_endpoint *ep, int err)
+{
+	struct cpool_waiter *w;
+
+	pthread_mutex_lock(&ep->wait_lock);
+	while ((w = first_waiter_locked(ep))) {
+		waiter_unlink_locked(ep, w);
+		w->got = err;
+		pthread_cond_signal(&w->cond);
+	}
+	pthread_mutex_unlock(&ep->wait_lock);
+}
