@@ -162,6 +162,8 @@ tsan: deps
 	TSAN_OPTIONS="$(TSAN_OPTIONS_RUN)" build-tsan/tests/cpool_tests $(CRITERION_FLAGS)
 
 -include bench/bench.mk
+-include tests/fuzz/fuzz.mk
+-include tests/soak/soak.mk
 
 clean:
 	rm -rf build build-asan build-tsan bench/results/*.csv
