@@ -154,6 +154,10 @@ struct cpool_stats {
 	uint32_t open;		 /* connections open now */
 	uint32_t idle;		 /* ... of which idle in the pool */
 	uint32_t leased;	 /* ... of which leased to callers */
+	/* appended after v0.1 (append-only; callers set size) */
+	uint64_t fail_fasts;	 /* acquires refused at once during backoff */
+	uint64_t backoffs;	 /* connect failures that started backoff */
+	uint64_t prewarms;	 /* connections opened by the workers */
 };
 
 /**
@@ -378,6 +382,23 @@ CPOOL_API const char *cpool_close_reason_name(enum cpool_close_reason r);
  */
 CPOOL_API int cpool_stats_get(struct cpool *pool, const char *address,
 			      struct cpool_stats *out);
+
+/**
+ * cpool_stats_format() - Counters and gauges as Prometheus text.
+ * @pool: pool
+ * @buf:  destination, NUL-terminated on success
+ * @len:  its size
+ *
+ * Writes the text exposition format (0.0.4): metric families cpool_*_total
+ * (counters) and cpool_{open,idle,leased}_connections (gauges), each once
+ * for the whole pool (no label) and once per endpoint (endpoint="address"),
+ * and cpool_closed_total with a reason="..." label (cpool_close_reason_name()).
+ *
+ * Context: MT-safe; never blocks on the network.
+ * Return: the length written, without the NUL; -EINVAL NULL @pool, or NULL
+ *         @buf with @len > 0; -ENOSPC @buf too small; -ENOMEM.
+ */
+CPOOL_API int cpool_stats_format(struct cpool *pool, char *buf, size_t len);
 
 /**
  * cpool_strerror() - Text for an error code.

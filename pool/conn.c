@@ -10,12 +10,14 @@
 #include "conn.h"
 
 #include <errno.h>
+#include <sys/epoll.h>
 #include <unistd.h>
 
 #include "alloc.h"
 #include "endpoint.h"
 #include "log.h"
 #include "sock.h"
+#include "worker.h"
 
 static int
 run_on_connect(struct cpool_endpoint *ep, int fd, uint64_t deadline_ns)
@@ -43,7 +45,7 @@ run_on_connect(struct cpool_endpoint *ep, int fd, uint64_t deadline_ns)
 
 int
 cpool__conn_open(struct cpool_endpoint *ep, unsigned sh,
-		 struct cpool_conn **out)
+		 struct cpool_conn **out, bool trial)
 {
 	struct cpool *pool = ep->pool;
 	uint64_t deadline, jitter;
@@ -71,6 +73,11 @@ cpool__conn_open(struct cpool_endpoint *ep, unsigned sh,
 		}
 	}
 	c->fd = fd;
+	err = cpool__worker_watch(pool, sh, c);
+	if (err) {
+		close(fd);
+		goto fail;
+	}
 	c->ep = ep;
 	c->state = CONN_LEASED;
 	if (pool->lifetime_ns) {
@@ -81,14 +88,23 @@ cpool__conn_open(struct cpool_endpoint *ep, unsigned sh,
 	}
 	ATOMIC_ADD(&ep->open, 1);
 	ATOMIC_ADD(&ep->ctr.connects, 1);
+	cpool__ep_connect_done(ep, 0, trial);
 	*out = c;
 	return 0;
 fail:
 	cpool__free(c, sizeof(*c));
 	ATOMIC_ADD(&ep->ctr.connect_failures, 1);
+	cpool__ep_connect_done(ep, err, trial);
 	cpool__log(&pool->cfg, CPOOL_LOG_WARN, "connect to %s: %s", ep->key,
 		   cpool_strerror(err));
 	return err;
+}
+
+static void
+conn_free_rcu(struct rcu_head *head)
+{
+	cpool__free(caa_container_of(head, struct cpool_conn, rcu),
+		    sizeof(struct cpool_conn));
 }
 
 void
@@ -97,13 +113,17 @@ cpool__conn_close(struct cpool_conn *c, enum cpool_close_reason reason,
 {
 	struct cpool_endpoint *ep = c->ep;
 
+	cpool__rcu_ensure();
 	STORE(&c->state, CONN_CLOSED);
+	/* Explicitly: a dup of the fd elsewhere would keep it registered. */
+	epoll_ctl(c->epfd, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
 	ATOMIC_ADD(&ep->ctr.closed[reason], 1);
 	ATOMIC_ADD(&ep->open, -1);
 	if (leased)
 		ATOMIC_ADD(&ep->leased_adj, -1);
-	cpool__free(c, sizeof(*c));
+	/* A worker may hold it from an epoll event: free after a grace period. */
+	urcu_memb_call_rcu(&c->rcu, conn_free_rcu);
 	cpool__ep_slot_put(ep);
 }
 

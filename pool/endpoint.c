@@ -193,8 +193,10 @@ idle_array_size(const struct cpool *pool)
 }
 
 static void
-ep_free(struct cpool_endpoint *ep)
+ep_free_rcu(struct rcu_head *head)
 {
+	struct cpool_endpoint *ep =
+		caa_container_of(head, struct cpool_endpoint, rcu);
 	struct cpool *pool = ep->pool;
 
 	pthread_mutex_lock(&pool->ep_lock);
@@ -207,11 +209,74 @@ ep_free(struct cpool_endpoint *ep)
 	cpool__pool_put(pool);
 }
 
+/*
+ * The last reference frees the endpoint only after a grace period: a worker
+ * handling an event of one of its connections may still read its lists
+ * (c->home) inside its read-side section. The rcu_head is free to reuse:
+ * the table's callback, its only other user, ran before the count hit 0.
+ */
 void
 cpool__ep_put(struct cpool_endpoint *ep)
 {
-	if (__atomic_sub_fetch(&ep->refs, 1, __ATOMIC_ACQ_REL) == 0)
-		ep_free(ep);
+	if (__atomic_sub_fetch(&ep->refs, 1, __ATOMIC_ACQ_REL))
+		return;
+	cpool__rcu_ensure();
+	urcu_memb_call_rcu(&ep->rcu, ep_free_rcu);
+}
+
+#define BACKOFF_MIN_NS 10000000ull   /* 10 ms */
+#define BACKOFF_MAX_NS 5000000000ull /* 5 s */
+
+/* Failures of this host, not of the endpoint: no backoff for them. */
+static bool
+local_error(int err)
+{
+	return err == -EMFILE || err == -ENFILE || err == -ENOMEM ||
+	       err == -ENOBUFS;
+}
+
+int
+cpool__ep_connect_gate(struct cpool_endpoint *ep, bool *trial, bool count)
+{
+	int zero = 0;
+
+	*trial = false;
+	if (likely(!LOAD(&ep->fail_streak)))
+		return 0;
+	if (cpool__now_ns() >= LOAD(&ep->backoff_until_ns) &&
+	    __atomic_compare_exchange_n(&ep->trial, &zero, 1, false,
+					__ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+		*trial = true;
+		return 0;
+	}
+	if (count)
+		ATOMIC_ADD(&ep->ctr.fail_fasts, 1);
+	return LOAD(&ep->last_err) ? LOAD(&ep->last_err) : -ECONNREFUSED;
+}
+
+void
+cpool__ep_connect_done(struct cpool_endpoint *ep, int err, bool trial)
+{
+	uint64_t delay;
+	unsigned streak;
+
+	if (!err) {
+		if (LOAD(&ep->fail_streak))
+			STORE(&ep->fail_streak, 0);
+	} else if (!local_error(err) && err != -EAGAIN) {
+		streak = ATOMIC_ADD(&ep->fail_streak, 1);
+		delay = streak >= 10 ? BACKOFF_MAX_NS
+				     : BACKOFF_MIN_NS << (streak - 1);
+		if (delay > BACKOFF_MAX_NS)
+			delay = BACKOFF_MAX_NS;
+		/* Up to 25 % less, so callers do not retry in lockstep. */
+		delay -= cpool__random() % (delay / 4 + 1);
+		STORE(&ep->last_err, err);
+		STORE(&ep->backoff_until_ns, cpool__now_ns() + delay);
+		ATOMIC_ADD(&ep->ctr.backoffs, 1);
+	}
+	if (trial)
+		__atomic_store_n(&ep->trial, 0, __ATOMIC_RELEASE);
 }
 
 void

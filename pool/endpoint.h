@@ -110,6 +110,17 @@ void cpool__ep_slot_put(struct cpool_endpoint *ep);
  */
 void cpool__ep_close(struct cpool_endpoint *ep, int err);
 
+/*
+ * Connect backoff. Before a connect: returns 0 to go ahead (setting *trial
+ * when this connect is the one that decides recovery), or the last connect
+ * error while the endpoint backs off or another trial is in flight; a
+ * refused caller counts in fail_fasts when @count. After the connect,
+ * cpool__ep_connect_done() records the result (0 or -errno).
+ */
+int cpool__ep_connect_gate(struct cpool_endpoint *ep, bool *trial,
+			   bool count);
+void cpool__ep_connect_done(struct cpool_endpoint *ep, int err, bool trial);
+
 /* Drops the table's reference after a grace period: for call_rcu. */
 void cpool__ep_table_put_rcu(struct rcu_head *head);
 

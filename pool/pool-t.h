@@ -49,8 +49,9 @@ struct cpool_idle {
 } CPOOL_ALIGNED;
 
 enum {
-	CONN_IDLE = 1,
-	CONN_LEASED,
+	CONN_IDLE = 1,	/* in an idle list */
+	CONN_LEASED,	/* a caller's */
+	CONN_BUSY,	/* a worker's: being probed, closed or armed */
 	CONN_CLOSED,
 };
 
@@ -66,6 +67,11 @@ struct cpool_conn {
 	struct cds_list_head link; /* in an idle list while CONN_IDLE */
 	uint64_t released_ns;	 /* coarse clock at the last release */
 	uint64_t expires_ns;	 /* end of life with jitter; 0 = never */
+	struct cpool_idle *home; /* the list it sits in while CONN_IDLE */
+	int epfd;		 /* the worker epoll it is registered with */
+	bool armed;		 /* watched by epoll since its last release */
+	unsigned seen;		 /* uses + 1 when a worker scan last saw it */
+	struct rcu_head rcu;	 /* freed after a grace period */
 };
 
 /* Counters the slow paths keep with atomics (no lock held). */
@@ -78,6 +84,9 @@ struct cpool_ep_counters {
 	uint64_t steals;
 	uint64_t waits;
 	uint64_t timeouts;
+	uint64_t fail_fasts;	 /* acquires refused during backoff */
+	uint64_t backoffs;	 /* connect failures that (re)started backoff */
+	uint64_t prewarms;	 /* connections opened by a worker */
 	uint64_t closed[CPOOL_CLOSE_REASON_COUNT];
 };
 
@@ -101,6 +110,12 @@ struct cpool_endpoint {
 	int64_t leased_adj;	 /* leases not counted in an idle list */
 	struct cpool_ep_counters ctr;
 
+	/* connect backoff: exponential 10 ms .. 5 s after consecutive failures */
+	unsigned fail_streak;
+	int last_err;		 /* the last connect error, for fail-fast */
+	int trial;		 /* one trial connect in flight */
+	uint64_t backoff_until_ns; /* CLOCK_MONOTONIC */
+
 	pthread_mutex_t wait_lock;
 	struct cds_list_head waiters; /* FIFO of struct cpool_waiter */
 
@@ -113,8 +128,19 @@ struct cpool_endpoint {
 	size_t alloc_size;
 };
 
+struct cpool_worker {
+	struct cpool *pool;
+	unsigned index;		 /* its shard */
+	int epfd;		 /* idle connections it watches */
+	int evfd;		 /* wakes it to stop */
+	bool started;
+	pthread_t thread;
+	uint64_t next_sweep_ns;
+} CPOOL_ALIGNED;
+
 struct cpool {
 	struct cpool_config cfg;
+	struct cpool_worker *workers; /* [nshards] */
 	unsigned nshards;
 	uint64_t probe_bypass_ns;
 	uint64_t idle_timeout_ns;
@@ -124,6 +150,7 @@ struct cpool {
 	struct cds_lfht *table;
 
 	int shutdown CPOOL_ALIGNED;
+	int stopping;		 /* workers: leave your loop */
 	unsigned refs;
 	pthread_mutex_t ep_lock;	 /* table writers, endpoints list */
 	struct cds_list_head endpoints;	 /* every endpoint not yet freed */

@@ -31,12 +31,15 @@
 #include "probe.h"
 #include "shard.h"
 #include "wait.h"
+#include "worker.h"
 
 void
 cpool__pool_put(struct cpool *pool)
 {
 	if (__atomic_sub_fetch(&pool->refs, 1, __ATOMIC_ACQ_REL))
 		return;
+	cpool__workers_free(pool);
+	cpool__free(pool->workers, sizeof(*pool->workers) * pool->nshards);
 	pthread_mutex_destroy(&pool->ep_lock);
 	cpool__free(pool, sizeof(*pool));
 }
@@ -64,19 +67,32 @@ cpool_create(const struct cpool_config *cfg, struct cpool **out)
 	pool->need_clock = pool->probe_bypass_ns || pool->idle_timeout_ns ||
 			   pool->lifetime_ns;
 	pool->hash_seed = cpool__random();
+	pool->workers = cpool__alloc(sizeof(*pool->workers) * pool->nshards,
+				     CPOOL_CACHELINE, 0);
 	pool->table = cds_lfht_new_flavor(16, 16, 0,
 					  CDS_LFHT_AUTO_RESIZE |
 						  CDS_LFHT_ACCOUNTING,
 					  &urcu_memb_flavor, NULL);
-	if (!pool->table) {
-		cpool__free(pool, sizeof(*pool));
-		return -ENOMEM;
+	if (!pool->workers || !pool->table) {
+		err = -ENOMEM;
+		goto fail;
 	}
 	pthread_mutex_init(&pool->ep_lock, NULL);
 	CDS_INIT_LIST_HEAD(&pool->endpoints);
 	pool->refs = 1;
+	err = cpool__workers_start(pool);
+	if (err) {
+		pthread_mutex_destroy(&pool->ep_lock);
+		goto fail;
+	}
 	*out = pool;
 	return 0;
+fail:
+	if (pool->table)
+		cds_lfht_destroy(pool->table, NULL);
+	cpool__free(pool->workers, sizeof(*pool->workers) * pool->nshards);
+	cpool__free(pool, sizeof(*pool));
+	return err;
 }
 
 void
@@ -94,6 +110,8 @@ cpool_destroy(struct cpool *pool)
 		return;
 	}
 	cpool__rcu_ensure();
+	/* Workers first: from here on only this thread closes idle ones. */
+	cpool__workers_stop(pool);
 	CDS_INIT_LIST_HEAD(&to_close);
 	pthread_mutex_lock(&pool->ep_lock);
 	urcu_memb_read_lock();
@@ -117,6 +135,8 @@ cpool_destroy(struct cpool *pool)
 	 * references, before the table goes.
 	 */
 	urcu_memb_synchronize_rcu();
+	/* Twice: the table's callbacks queue the endpoints' own frees. */
+	urcu_memb_barrier();
 	urcu_memb_barrier();
 	cds_lfht_destroy(pool->table, NULL);
 	pool->table = NULL;
@@ -154,9 +174,13 @@ static int
 acquire_new(struct cpool_endpoint *ep, unsigned sh, struct cpool_conn **out)
 {
 	struct cpool_conn *c;
+	bool trial;
 	int err;
 
-	err = cpool__conn_open(ep, sh, &c);
+	/* During backoff: fail fast instead of every caller dialing. */
+	err = cpool__ep_connect_gate(ep, &trial, true);
+	if (!err)
+		err = cpool__conn_open(ep, sh, &c, trial);
 	if (err) {
 		cpool__ep_slot_put(ep);
 		return err;

@@ -73,6 +73,19 @@ cpool__idle_push_locked(struct cpool_idle *idle, struct cpool_conn *c)
 	cds_list_add(&c->link, &idle->head);
 	STORE(&idle->count, idle->count + 1);
 	ADD_LOCKED(&idle->leased, -1);
+	STORE(&c->home, idle);
+	c->armed = false; /* a worker arms it if it stays idle a tick */
+	STORE(&c->state, CONN_IDLE);
+}
+
+/* Adds a connection no caller ever leased (prewarm). Lock held. */
+static inline void
+cpool__idle_add_new_locked(struct cpool_idle *idle, struct cpool_conn *c)
+{
+	cds_list_add(&c->link, &idle->head);
+	STORE(&idle->count, idle->count + 1);
+	STORE(&c->home, idle);
+	c->armed = false;
 	STORE(&c->state, CONN_IDLE);
 }
 

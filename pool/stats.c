@@ -16,9 +16,13 @@
 #include "stats.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "endpoint.h"
+#include <stddef.h>
+#include "alloc.h"
 #include "pool.h"
 
 static void
@@ -34,6 +38,9 @@ counters_add(struct cpool_ep_counters *dst, const struct cpool_ep_counters *src)
 	dst->steals += LOAD(&src->steals);
 	dst->waits += LOAD(&src->waits);
 	dst->timeouts += LOAD(&src->timeouts);
+	dst->fail_fasts += LOAD(&src->fail_fasts);
+	dst->backoffs += LOAD(&src->backoffs);
+	dst->prewarms += LOAD(&src->prewarms);
 	for (i = 0; i < CPOOL_CLOSE_REASON_COUNT; i++)
 		dst->closed[i] += LOAD(&src->closed[i]);
 }
@@ -65,6 +72,9 @@ cpool__stats_retire_locked(struct cpool *pool, struct cpool_endpoint *ep)
 	STORE(&pool->retired.steals, sum.steals);
 	STORE(&pool->retired.waits, sum.waits);
 	STORE(&pool->retired.timeouts, sum.timeouts);
+	STORE(&pool->retired.fail_fasts, sum.fail_fasts);
+	STORE(&pool->retired.backoffs, sum.backoffs);
+	STORE(&pool->retired.prewarms, sum.prewarms);
 	for (unsigned i = 0; i < CPOOL_CLOSE_REASON_COUNT; i++)
 		STORE(&pool->retired.closed[i], sum.closed[i]);
 }
@@ -108,6 +118,9 @@ acc_publish(const struct stats_acc *a, struct cpool_stats *s)
 	s->steals = a->ctr.steals;
 	s->waits = a->ctr.waits;
 	s->timeouts = a->ctr.timeouts;
+	s->fail_fasts = a->ctr.fail_fasts;
+	s->backoffs = a->ctr.backoffs;
+	s->prewarms = a->ctr.prewarms;
 	for (i = 0; i < CPOOL_CLOSE_REASON_COUNT; i++)
 		s->closed[i] = a->ctr.closed[i];
 	s->open = gauge(a->open);
@@ -154,4 +167,176 @@ cpool_stats_get(struct cpool *pool, const char *address,
 	s.size = out->size;
 	memcpy(out, &s, size);
 	return 0;
+}
+
+/*
+ * Prometheus text exposition (format 0.0.4). Pool-wide series carry no
+ * endpoint label; per-endpoint series carry endpoint="<address>" (removed
+ * endpoints are only in the pool-wide ones); closes carry reason="...".
+ */
+struct fmt_buf {
+	char *buf;
+	size_t len, off;
+	bool full;
+};
+
+static void __attribute__((format(printf, 2, 3)))
+fmt_put(struct fmt_buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (b->full)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(b->off < b->len ? b->buf + b->off : NULL,
+		      b->off < b->len ? b->len - b->off : 0, fmt, ap);
+	va_end(ap);
+	if (n < 0 || b->off + (size_t)n >= b->len) {
+		b->full = true;
+		return;
+	}
+	b->off += (size_t)n;
+}
+
+/* A label value with \, " and newline escaped. */
+static void
+fmt_label(struct fmt_buf *b, const char *v, char *tmp, size_t tmplen)
+{
+	size_t i = 0;
+
+	for (; *v && i + 2 < tmplen; v++) {
+		if (*v == '\\' || *v == '"' || *v == '\n') {
+			tmp[i++] = '\\';
+			tmp[i++] = *v == '\n' ? 'n' : *v;
+		} else {
+			tmp[i++] = *v;
+		}
+	}
+	tmp[i] = '\0';
+	(void)b;
+}
+
+struct fmt_series {
+	const char *label; /* "" or "endpoint=\"...\"" */
+	struct cpool_stats s;
+};
+
+static const struct {
+	const char *name, *type, *help;
+	size_t off;
+	bool gauge32;
+} fmt_metrics[] = {
+#define C(f, h) { "cpool_" #f "_total", "counter", h, offsetof(struct cpool_stats, f), false }
+#define G(f, n, h) { "cpool_" n, "gauge", h, offsetof(struct cpool_stats, f), true }
+	C(acquires, "Successful cpool_acquire() calls."),
+	C(reuses, "Acquires served from the idle set."),
+	C(connects, "Connections opened."),
+	C(connect_failures, "Connect or on_connect failures."),
+	C(steals, "Idle connections taken from another shard."),
+	C(waits, "Acquires that waited at the cap."),
+	C(timeouts, "Acquires that returned -ETIMEDOUT."),
+	C(fail_fasts, "Acquires refused at once during connect backoff."),
+	C(backoffs, "Connect failures that started or extended backoff."),
+	C(prewarms, "Connections opened by the workers."),
+	G(open, "open_connections", "Connections open."),
+	G(idle, "idle_connections", "Connections idle in the pool."),
+	G(leased, "leased_connections", "Connections leased to callers."),
+#undef C
+#undef G
+};
+
+static uint64_t
+metric_value(const struct cpool_stats *s, unsigned m)
+{
+	const char *p = (const char *)s + fmt_metrics[m].off;
+	uint64_t v64;
+	uint32_t v32;
+
+	if (fmt_metrics[m].gauge32) {
+		memcpy(&v32, p, sizeof(v32));
+		return v32;
+	}
+	memcpy(&v64, p, sizeof(v64));
+	return v64;
+}
+
+static void
+fmt_all(struct fmt_buf *b, const struct fmt_series *ser, unsigned n)
+{
+	unsigned m, i, r;
+
+	for (m = 0; m < sizeof(fmt_metrics) / sizeof(fmt_metrics[0]); m++) {
+		fmt_put(b, "# HELP %s %s\n# TYPE %s %s\n", fmt_metrics[m].name,
+			fmt_metrics[m].help, fmt_metrics[m].name,
+			fmt_metrics[m].type);
+		for (i = 0; i < n; i++)
+			fmt_put(b, "%s%s%s%s %llu\n", fmt_metrics[m].name,
+				*ser[i].label ? "{" : "", ser[i].label,
+				*ser[i].label ? "}" : "",
+				(unsigned long long)metric_value(&ser[i].s, m));
+	}
+	fmt_put(b, "# HELP cpool_closed_total Connections closed, by reason.\n"
+		   "# TYPE cpool_closed_total counter\n");
+	for (i = 0; i < n; i++)
+		for (r = CPOOL_CLOSE_PEER_CLOSED; r < CPOOL_CLOSE_REASON_COUNT;
+		     r++)
+			fmt_put(b, "cpool_closed_total{%s%sreason=\"%s\"} %llu\n",
+				ser[i].label, *ser[i].label ? "," : "",
+				cpool_close_reason_name(r),
+				(unsigned long long)ser[i].s.closed[r]);
+}
+
+int
+cpool_stats_format(struct cpool *pool, char *buf, size_t len)
+{
+	struct fmt_buf b = { .buf = buf, .len = len };
+	struct fmt_series *ser;
+	struct cpool_endpoint *ep;
+	struct stats_acc a;
+	char esc[2 * CPOOL_ADDRESS_MAX + 1];
+	size_t nser = 1, i = 1, lsize = sizeof(esc) + 16;
+	char *labels;
+	int ret;
+
+	if (!pool || (!buf && len))
+		return -EINVAL;
+	pthread_mutex_lock(&pool->ep_lock);
+	cds_list_for_each_entry(ep, &pool->endpoints, all)
+		nser++;
+	ser = cpool__alloc(sizeof(*ser) * nser, 0, 0);
+	labels = cpool__alloc(lsize * nser, 0, 0);
+	if (!ser || !labels) {
+		pthread_mutex_unlock(&pool->ep_lock);
+		cpool__free(ser, sizeof(*ser) * nser);
+		cpool__free(labels, lsize * nser);
+		return -ENOMEM;
+	}
+	memset(&a, 0, sizeof(a));
+	cds_list_for_each_entry(ep, &pool->endpoints, all) {
+		struct stats_acc one;
+
+		memset(&one, 0, sizeof(one));
+		ep_collect(ep, &one);
+		ep_collect(ep, &a);
+		if (LOAD(&ep->closing))
+			continue;
+		fmt_label(&b, ep->key, esc, sizeof(esc));
+		snprintf(labels + i * lsize, lsize, "endpoint=\"%s\"", esc);
+		ser[i].label = labels + i * lsize;
+		acc_publish(&one, &ser[i].s);
+		i++;
+	}
+	counters_add(&a.ctr, &pool->retired);
+	a.pops += LOAD(&pool->retired_pops);
+	pthread_mutex_unlock(&pool->ep_lock);
+	ser[0].label = "";
+	acc_publish(&a, &ser[0].s);
+	fmt_all(&b, ser, (unsigned)i);
+	cpool__free(ser, sizeof(*ser) * nser);
+	cpool__free(labels, lsize * nser);
+	if (b.full)
+		return -ENOSPC;
+	ret = (int)b.off;
+	return ret;
 }
