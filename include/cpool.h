@@ -184,20 +184,34 @@ CPOOL_API void cpool_config_init(struct cpool_config *cfg);
 CPOOL_API int cpool_create(const struct cpool_config *cfg, struct cpool **out);
 
 /**
- * cpool_destroy() - Shut a pool down.
+ * cpool_destroy() - Shut a pool down and give it up.
  * @pool: pool from cpool_create(); NULL is ignored
  *
- * Closes every idle connection (reason CPOOL_CLOSE_SHUTDOWN) and wakes
- * waiting acquires with -ESHUTDOWN. Connections still leased stay valid:
- * their cpool_release() closes them, and the last one frees the pool.
- * Acquires that overlap destroy fail with -ESHUTDOWN; no call other than
- * cpool_release() of an outstanding lease may follow it.
+ * Runs cpool_shutdown() if it has not run yet, then drops the caller's hold
+ * on the pool. Connections still leased stay valid: their cpool_release()
+ * closes them, and the last one frees the pool. Acquires already running
+ * when destroy starts return -ESHUTDOWN (or the lease they got); no call
+ * other than cpool_release() of an outstanding lease may start after it.
  *
- * Context: call once, from a thread that holds no lease it will release
- *          before destroy returns; blocks for one RCU grace period and the
- *          closes.
+ * Context: call once, not from a cpool callback; blocks for the workers to
+ *          stop, RCU grace periods and the closes.
  */
 CPOOL_API void cpool_destroy(struct cpool *pool);
+
+/**
+ * cpool_shutdown() - Stop a pool, keeping the object valid.
+ * @pool: pool from cpool_create(); NULL is ignored
+ *
+ * Stops and joins the workers, closes every idle connection (reason
+ * CPOOL_CLOSE_SHUTDOWN), removes every endpoint and wakes waiting acquires
+ * with -ESHUTDOWN. From then on every call that takes @pool fails with
+ * -ESHUTDOWN (stats stay readable for the whole pool); leases still out are
+ * closed at release. Use it when other threads may still call the pool:
+ * shut down, join them, then cpool_destroy(). Idempotent.
+ *
+ * Context: MT-safe, not from a cpool callback; blocks like cpool_destroy().
+ */
+CPOOL_API void cpool_shutdown(struct cpool *pool);
 
 /**
  * cpool_endpoint_add() - Register an upstream endpoint.

@@ -115,8 +115,12 @@ cpool__conn_close(struct cpool_conn *c, enum cpool_close_reason reason,
 
 	cpool__rcu_ensure();
 	STORE(&c->state, CONN_CLOSED);
-	/* Explicitly: a dup of the fd elsewhere would keep it registered. */
-	epoll_ctl(c->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	/*
+	 * Explicitly: a dup of the fd elsewhere would keep it registered. Once
+	 * the pool stops, the workers' epolls are closed: nothing to undo.
+	 */
+	if (!LOAD(&ep->pool->stopping))
+		epoll_ctl(c->epfd, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
 	ATOMIC_ADD(&ep->ctr.closed[reason], 1);
 	ATOMIC_ADD(&ep->open, -1);

@@ -413,6 +413,10 @@ cpool_endpoint_remove(struct cpool *pool, const char *address)
 		return -ESHUTDOWN;
 	cpool__rcu_ensure();
 	pthread_mutex_lock(&pool->ep_lock);
+	if (LOAD(&pool->shutdown)) { /* its table may be gone */
+		pthread_mutex_unlock(&pool->ep_lock);
+		return -ESHUTDOWN;
+	}
 	urcu_memb_read_lock();
 	ep = cpool__ep_lookup(pool, address);
 	if (!ep || cds_lfht_del(pool->table, &ep->node)) {

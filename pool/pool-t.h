@@ -151,6 +151,7 @@ struct cpool {
 
 	int shutdown CPOOL_ALIGNED;
 	int stopping;		 /* workers: leave your loop */
+	int destroyed;		 /* cpool_destroy() ran */
 	unsigned refs;
 	pthread_mutex_t ep_lock;	 /* table writers, endpoints list */
 	struct cds_list_head endpoints;	 /* every endpoint not yet freed */

@@ -38,7 +38,6 @@ cpool__pool_put(struct cpool *pool)
 {
 	if (__atomic_sub_fetch(&pool->refs, 1, __ATOMIC_ACQ_REL))
 		return;
-	cpool__workers_free(pool);
 	cpool__free(pool->workers, sizeof(*pool->workers) * pool->nshards);
 	pthread_mutex_destroy(&pool->ep_lock);
 	cpool__free(pool, sizeof(*pool));
@@ -95,23 +94,28 @@ fail:
 	return err;
 }
 
+/*
+ * Stops the pool for good but keeps the object: the first step of destroy,
+ * callable on its own so that threads still calling acquire get -ESHUTDOWN
+ * from a valid object until they are joined.
+ */
 void
-cpool_destroy(struct cpool *pool)
+cpool_shutdown(struct cpool *pool)
 {
 	struct cpool_endpoint *ep, *tmp;
 	struct cds_list_head to_close;
 	struct cds_lfht_iter it;
 
-	if (!pool)
+	if (!pool || __atomic_exchange_n(&pool->shutdown, 1, __ATOMIC_SEQ_CST))
 		return;
-	if (__atomic_exchange_n(&pool->shutdown, 1, __ATOMIC_SEQ_CST)) {
-		cpool__log(&pool->cfg, CPOOL_LOG_ERROR,
-			   "cpool_destroy called twice");
-		return;
-	}
 	cpool__rcu_ensure();
-	/* Workers first: from here on only this thread closes idle ones. */
+	/*
+	 * Workers first: from here on only this thread closes idle ones. Their
+	 * fds go now, so nothing of the pool stays open while leases are out;
+	 * a late release skips its EPOLL_CTL_DEL.
+	 */
 	cpool__workers_stop(pool);
+	cpool__workers_free(pool);
 	CDS_INIT_LIST_HEAD(&to_close);
 	pthread_mutex_lock(&pool->ep_lock);
 	urcu_memb_read_lock();
@@ -132,14 +136,27 @@ cpool_destroy(struct cpool *pool)
 	/*
 	 * Every reader that could still be walking the table started before
 	 * the shutdown flag was set: wait for them, and for the table's
-	 * references, before the table goes.
+	 * references, before the table goes. Twice: the table's callbacks
+	 * queue the endpoints' own frees.
 	 */
 	urcu_memb_synchronize_rcu();
-	/* Twice: the table's callbacks queue the endpoints' own frees. */
 	urcu_memb_barrier();
 	urcu_memb_barrier();
 	cds_lfht_destroy(pool->table, NULL);
 	pool->table = NULL;
+}
+
+void
+cpool_destroy(struct cpool *pool)
+{
+	if (!pool)
+		return;
+	if (__atomic_exchange_n(&pool->destroyed, 1, __ATOMIC_SEQ_CST)) {
+		cpool__log(&pool->cfg, CPOOL_LOG_ERROR,
+			   "cpool_destroy called twice");
+		return;
+	}
+	cpool_shutdown(pool);
 	cpool__pool_put(pool);
 }
 
