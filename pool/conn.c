@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <sys/epoll.h>
 #include <unistd.h>
+#include <urcu/arch.h>
 
 #include "alloc.h"
 #include "endpoint.h"
@@ -114,6 +115,9 @@ cpool__conn_close(struct cpool_conn *c, enum cpool_close_reason reason,
 	struct cpool_endpoint *ep = c->ep;
 
 	cpool__rcu_ensure();
+	/* A worker arming it right now uses the fd number: let it finish. */
+	while (__atomic_load_n(&c->arming, __ATOMIC_ACQUIRE))
+		caa_cpu_relax();
 	STORE(&c->state, CONN_CLOSED);
 	/*
 	 * Explicitly: a dup of the fd elsewhere would keep it registered. Once

@@ -65,6 +65,11 @@ static void
 worker_give_back(struct cpool_idle *idle, struct cpool_conn *c)
 {
 	cpool__spin_lock(&idle->lock);
+	if (LOAD(&c->ep->closing)) { /* drained meanwhile: do not strand it */
+		cpool__spin_unlock(&idle->lock);
+		cpool__conn_close(c, CPOOL_CLOSE_SHUTDOWN, false);
+		return;
+	}
 	cds_list_add(&c->link, &idle->head);
 	STORE(&idle->count, idle->count + 1);
 	c->armed = false;
@@ -99,6 +104,11 @@ worker_event(struct cpool_conn *c)
 		cpool__conn_close(c, (enum cpool_close_reason)v, false);
 }
 
+/*
+ * The connection may be leased by now (one spurious event at most), but
+ * not closed: cpool__conn_close() waits while c->arming is set, so the fd
+ * number cannot be reused under this MOD.
+ */
 static void
 worker_arm(struct cpool_conn *c)
 {
@@ -107,8 +117,8 @@ worker_arm(struct cpool_conn *c)
 		.data.ptr = c,
 	};
 
-	/* The connection may be leased by now: one spurious event at most. */
 	epoll_ctl(c->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+	__atomic_store_n(&c->arming, false, __ATOMIC_RELEASE);
 }
 
 struct worker_batch {
@@ -136,6 +146,7 @@ scan_list_locked(struct cpool *pool, struct cpool_idle *idle, unsigned keep,
 			break;
 		if (c->seen == c->uses + 1) {
 			c->armed = true;
+			STORE(&c->arming, true);
 			arm->c[arm->n++] = c;
 		} else {
 			c->seen = c->uses + 1;
