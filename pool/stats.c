@@ -138,6 +138,7 @@ cpool_stats_get(struct cpool *pool, const char *address,
 	struct stats_acc a;
 	struct cpool_stats s;
 	struct cpool_endpoint *ep;
+	struct cds_list_head *pos;
 	size_t size;
 
 	if (!pool || !out || out->size < CPOOL_STATS_SIZE_V1)
@@ -155,8 +156,11 @@ cpool_stats_get(struct cpool *pool, const char *address,
 			return -ENOENT;
 	} else {
 		pthread_mutex_lock(&pool->ep_lock);
-		cds_list_for_each_entry(ep, &pool->endpoints, all)
-			ep_collect(ep, &a);
+		/* Not _for_each_entry: the head is no (64-byte aligned) entry. */
+		cds_list_for_each(pos, &pool->endpoints)
+			ep_collect(cds_list_entry(pos, struct cpool_endpoint,
+						  all),
+				   &a);
 		counters_add(&a.ctr, &pool->retired);
 		a.pops += LOAD(&pool->retired_pops);
 		pthread_mutex_unlock(&pool->ep_lock);
@@ -297,12 +301,13 @@ cpool_stats_format(struct cpool *pool, char *buf, size_t len)
 	char esc[2 * CPOOL_ADDRESS_MAX + 1];
 	size_t nser = 1, i = 1, lsize = sizeof(esc) + 16;
 	char *labels;
+	struct cds_list_head *pos;
 	int ret;
 
 	if (!pool || (!buf && len))
 		return -EINVAL;
 	pthread_mutex_lock(&pool->ep_lock);
-	cds_list_for_each_entry(ep, &pool->endpoints, all)
+	cds_list_for_each(pos, &pool->endpoints)
 		nser++;
 	ser = cpool__alloc(sizeof(*ser) * nser, 0, 0);
 	labels = cpool__alloc(lsize * nser, 0, 0);
@@ -313,9 +318,10 @@ cpool_stats_format(struct cpool *pool, char *buf, size_t len)
 		return -ENOMEM;
 	}
 	memset(&a, 0, sizeof(a));
-	cds_list_for_each_entry(ep, &pool->endpoints, all) {
+	cds_list_for_each(pos, &pool->endpoints) {
 		struct stats_acc one;
 
+		ep = cds_list_entry(pos, struct cpool_endpoint, all);
 		memset(&one, 0, sizeof(one));
 		ep_collect(ep, &one);
 		ep_collect(ep, &a);

@@ -141,7 +141,8 @@ scan_list_locked(struct cpool *pool, struct cpool_idle *idle, unsigned keep,
 	struct cpool_conn *c;
 	unsigned left, budget = 1024;
 
-	cds_list_for_each_entry(c, &idle->head, link) {
+	cds_list_for_each(pos, &idle->head) {
+		c = cds_list_entry(pos, struct cpool_conn, link);
 		if (c->armed || arm->n == WORKER_BATCH)
 			break;
 		if (c->seen == c->uses + 1) {
@@ -238,12 +239,16 @@ worker_scan(struct cpool_worker *w, uint64_t now)
 	unsigned keep, want, nwarm = 0, i;
 	struct worker_batch arm, dead;
 	struct cds_lfht_iter it;
+	struct cds_lfht_node *node;
 	struct cpool_idle *idle;
 	bool sweep = now >= w->next_sweep_ns;
 
 	if (sweep)
 		w->next_sweep_ns = now + CPOOL_SWEEP_MS * 1000000ull;
-	cds_lfht_for_each_entry(pool->table, &it, ep, node) {
+	for (cds_lfht_first(pool->table, &it);
+	     (node = cds_lfht_iter_get_node(&it)) != NULL;
+	     cds_lfht_next(pool->table, &it)) {
+		ep = caa_container_of(node, struct cpool_endpoint, node);
 		if (LOAD(&ep->closing))
 			continue;
 		idle = &ep->idle[w->index];
