@@ -82,8 +82,9 @@ cpool_create(const struct cpool_config *cfg, struct cpool **out)
 void
 cpool_destroy(struct cpool *pool)
 {
-	struct cpool_endpoint *ep, *tmp;
-	struct cds_list_head to_close;
+	struct cpool_endpoint *ep;
+	struct cds_list_head to_close, *pos, *next;
+	struct cds_lfht_node *node;
 	struct cds_lfht_iter it;
 
 	if (!pool)
@@ -97,8 +98,12 @@ cpool_destroy(struct cpool *pool)
 	CDS_INIT_LIST_HEAD(&to_close);
 	pthread_mutex_lock(&pool->ep_lock);
 	urcu_memb_read_lock();
-	cds_lfht_for_each_entry(pool->table, &it, ep, node) {
-		if (cds_lfht_del(pool->table, &ep->node) == 0) {
+	/* No _for_each_entry: its last step forms a pointer from NULL. */
+	for (cds_lfht_first(pool->table, &it);
+	     (node = cds_lfht_iter_get_node(&it)) != NULL;
+	     cds_lfht_next(pool->table, &it)) {
+		ep = caa_container_of(node, struct cpool_endpoint, node);
+		if (cds_lfht_del(pool->table, node) == 0) {
 			cpool__ep_get(ep);
 			cds_list_add_tail(&ep->close_link, &to_close);
 		}
@@ -106,7 +111,8 @@ cpool_destroy(struct cpool *pool)
 	urcu_memb_read_unlock();
 	pthread_mutex_unlock(&pool->ep_lock);
 
-	cds_list_for_each_entry_safe(ep, tmp, &to_close, close_link) {
+	cds_list_for_each_safe(pos, next, &to_close) {
+		ep = cds_list_entry(pos, struct cpool_endpoint, close_link);
 		urcu_memb_call_rcu(&ep->rcu, cpool__ep_table_put_rcu);
 		cpool__ep_close(ep, -ESHUTDOWN);
 		cpool__ep_put(ep);

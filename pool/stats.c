@@ -125,6 +125,7 @@ cpool_stats_get(struct cpool *pool, const char *address,
 	struct stats_acc a;
 	struct cpool_stats s;
 	struct cpool_endpoint *ep;
+	struct cds_list_head *pos;
 	size_t size;
 
 	if (!pool || !out || out->size < CPOOL_STATS_SIZE_V1)
@@ -142,8 +143,10 @@ cpool_stats_get(struct cpool *pool, const char *address,
 			return -ENOENT;
 	} else {
 		pthread_mutex_lock(&pool->ep_lock);
-		cds_list_for_each_entry(ep, &pool->endpoints, all)
-			ep_collect(ep, &a);
+		cds_list_for_each(pos, &pool->endpoints)
+			ep_collect(cds_list_entry(pos, struct cpool_endpoint,
+						  all),
+				   &a);
 		counters_add(&a.ctr, &pool->retired);
 		a.pops += LOAD(&pool->retired_pops);
 		pthread_mutex_unlock(&pool->ep_lock);
