@@ -146,6 +146,7 @@ $(TEST_BIN): $(TEST_OBJS) $(BUILD)/libcpool.a
 
 TSAN_OPTIONS_RUN := suppressions=$(CURDIR)/tests/tsan.supp halt_on_error=1 second_deadlock_stack=1
 ASAN_OPTIONS_RUN := detect_leaks=1:abort_on_error=0:halt_on_error=1
+LSAN_OPTIONS_RUN := suppressions=$(CURDIR)/tests/lsan.supp
 UBSAN_OPTIONS_RUN := print_stacktrace=1:halt_on_error=1
 
 test: deps
@@ -154,7 +155,8 @@ test: deps
 
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan SAN=asan build-asan/tests/cpool_tests
-	ASAN_OPTIONS=$(ASAN_OPTIONS_RUN) UBSAN_OPTIONS=$(UBSAN_OPTIONS_RUN) \
+	ASAN_OPTIONS=$(ASAN_OPTIONS_RUN) LSAN_OPTIONS=$(LSAN_OPTIONS_RUN) \
+		UBSAN_OPTIONS=$(UBSAN_OPTIONS_RUN) \
 		build-asan/tests/cpool_tests $(CRITERION_FLAGS)
 
 tsan: deps

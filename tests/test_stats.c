@@ -1,0 +1,387 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Stats exactness: counters and gauges per endpoint and for the whole pool,
+ * every close reason the pool can reach without background workers
+ * (by_caller, max_uses, idle_timeout, lifetime, shutdown), stealing between
+ * shards, and counters that outlive a removed endpoint.
+ */
+#include <criterion/criterion.h>
+#include <poll.h>
+#include <sched.h>
+#include <time.h>
+
+#include "util/check.h"
+
+TestSuite(stats, .timeout = 60);
+
+/*
+ * Lets @ms of wall time pass. Used only where elapsed time is itself what
+ * is tested (idle timeout, lifetime), and only as a lower bound.
+ */
+static void
+let_time_pass(int ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000,
+			       .tv_nsec = (long)(ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+		;
+}
+
+Test(stats, count_exactly_per_endpoint_and_for_the_whole_pool)
+{
+	struct fault_server *fa = server_new(FS_INET);
+	struct fault_server *fb = server_new(FS_INET);
+	const char *a = fs_address(fa), *b = fs_address(fb);
+	struct cpool_config cfg = config_one_shard();
+	struct cpool *pool = pool_new(&cfg);
+	unsigned long long closed[CPOOL_CLOSE_REASON_COUNT] = { 0 };
+	struct cpool_conn *c, *d;
+	struct cpool_stats sa, sb, all;
+
+	pool_add(pool, a);
+	pool_add(pool, b);
+	sa = stats_of(pool, a);
+	assert_stat(sa, acquires, 0);
+	assert_stat(sa, open, 0);
+
+	/* a: one connection used three times */
+	for (int i = 0; i < 3; i++) {
+		c = lease(pool, a);
+		assert_echo(c, "a");
+		cpool_release(c, 0);
+	}
+	/* b: two at once, one closed by the caller, one kept leased */
+	c = lease(pool, b);
+	d = lease(pool, b);
+	cpool_release(c, CPOOL_RELEASE_CLOSE);
+
+	sa = stats_of(pool, a);
+	assert_stat(sa, acquires, 3);
+	assert_stat(sa, reuses, 2);
+	assert_stat(sa, connects, 1);
+	assert_stat(sa, open, 1);
+	assert_stat(sa, idle, 1);
+	assert_stat(sa, leased, 0);
+	assert_closed_only(&sa, closed);
+	assert_balanced(&sa);
+
+	sb = stats_of(pool, b);
+	assert_stat(sb, acquires, 2);
+	assert_stat(sb, reuses, 0);
+	assert_stat(sb, connects, 2);
+	assert_stat(sb, open, 1);
+	assert_stat(sb, idle, 0);
+	assert_stat(sb, leased, 1);
+	closed[CPOOL_CLOSE_BY_CALLER] = 1;
+	assert_closed_only(&sb, closed);
+	assert_balanced(&sb);
+
+	all = stats_of(pool, NULL);
+	assert_stat(all, acquires, 5);
+	assert_stat(all, reuses, 2);
+	assert_stat(all, connects, 3);
+	assert_stat(all, open, 2);
+	assert_stat(all, idle, 1);
+	assert_stat(all, leased, 1);
+	assert_stat(all, waits, 0);
+	assert_stat(all, timeouts, 0);
+	assert_stat(all, steals, 0);
+	assert_closed_only(&all, closed);
+	assert_balanced(&all);
+
+	cpool_release(d, 0);
+	cpool_destroy(pool);
+	fs_stop(fa);
+	fs_stop(fb);
+}
+
+Test(stats, whole_pool_counters_keep_an_endpoint_that_was_removed)
+{
+	struct fault_server *fa = server_new(FS_INET);
+	struct fault_server *fb = server_new(FS_INET);
+	const char *a = fs_address(fa), *b = fs_address(fb);
+	struct cpool_config cfg = config_one_shard();
+	struct cpool *pool = pool_new(&cfg);
+	unsigned long long closed[CPOOL_CLOSE_REASON_COUNT] = { 0 };
+	struct cpool_conn *idle, *leased, *c;
+	struct cpool_stats all, st = { .size = sizeof(st) };
+
+	pool_add(pool, a);
+	pool_add(pool, b);
+	idle = lease(pool, a);
+	leased = lease(pool, a);
+	cpool_release(idle, 0);
+	c = lease(pool, b);
+	cpool_release(c, 0);
+
+	assert_ret(cpool_endpoint_remove(pool, a), 0);
+	assert_ret(cpool_stats_get(pool, a, &st), -ENOENT);
+	/* the idle one was closed at once */
+	cr_assert_eq(fs_wait_open(fa, 1, WAIT_MS), 0,
+		     "server a holds %u connections want 1", fs_open(fa));
+	all = stats_of(pool, NULL);
+	assert_stat(all, acquires, 3);
+	assert_stat(all, connects, 3);
+	assert_stat(all, open, 2);
+	assert_stat(all, idle, 1);
+	assert_stat(all, leased, 1);
+	closed[CPOOL_CLOSE_SHUTDOWN] = 1;
+	assert_closed_only(&all, closed);
+
+	/* the lease still works; its release closes it */
+	assert_echo(leased, "after removal");
+	cpool_release(leased, 0);
+	cr_assert_eq(fs_wait_open(fa, 0, WAIT_MS), 0);
+	all = stats_of(pool, NULL);
+	assert_stat(all, acquires, 3);
+	assert_stat(all, connects, 3);
+	assert_stat(all, open, 1);
+	assert_stat(all, idle, 1);
+	assert_stat(all, leased, 0);
+	closed[CPOOL_CLOSE_SHUTDOWN] = 2;
+	assert_closed_only(&all, closed);
+	assert_balanced(&all);
+
+	/* re-added: a fresh per-endpoint view, the whole pool keeps counting */
+	pool_add(pool, a);
+	st = stats_of(pool, a);
+	assert_stat(st, acquires, 0);
+	assert_stat(st, connects, 0);
+	c = lease(pool, a);
+	cpool_release(c, 0);
+	all = stats_of(pool, NULL);
+	assert_stat(all, acquires, 4);
+	assert_stat(all, connects, 4);
+	assert_stat(all, open, 2);
+	assert_balanced(&all);
+	cpool_destroy(pool);
+	fs_stop(fa);
+	fs_stop(fb);
+}
+
+Test(stats, max_uses_closes_a_connection_after_its_nth_lease)
+{
+	struct fault_server *fs = server_new(FS_INET);
+	const char *addr = fs_address(fs);
+	struct cpool_config cfg = config_one_shard();
+	struct cpool *pool;
+	struct cpool_conn *c;
+	struct cpool_stats st;
+
+	cfg.max_uses = 3;
+	pool = pool_new(&cfg);
+	pool_add(pool, addr);
+	for (int i = 0; i < 7; i++) {
+		c = lease(pool, addr);
+		cr_assert_eq(cpool_conn_reused(c), i % 3 != 0,
+			     "lease %d: reused %d", i, cpool_conn_reused(c));
+		assert_echo(c, "use");
+		cpool_release(c, 0);
+	}
+	st = stats_of(pool, addr);
+	assert_stat(st, acquires, 7);
+	assert_stat(st, connects, 3);
+	assert_stat(st, reuses, 4);
+	assert_stat(st, closed[CPOOL_CLOSE_MAX_USES], 2);
+	assert_stat(st, open, 1);
+	assert_balanced(&st);
+	cpool_destroy(pool);
+	fs_stop(fs);
+}
+
+Test(stats, an_idle_timeout_closes_the_connection_at_checkout)
+{
+	struct fault_server *fs = server_new(FS_INET);
+	const char *addr = fs_address(fs);
+	struct cpool_config cfg = config_one_shard();
+	struct cpool *pool;
+	struct cpool_conn *c;
+	struct cpool_stats st;
+
+	cfg.idle_timeout_ms = 50;
+	pool = pool_new(&cfg);
+	pool_add(pool, addr);
+	c = lease(pool, addr);
+	cpool_release(c, 0);
+	let_time_pass(250);
+	c = lease(pool, addr);
+	cr_assert_not(cpool_conn_reused(c),
+		      "a connection idle 5x its timeout was reused");
+	assert_echo(c, "fresh");
+	cpool_release(c, 0);
+	st = stats_of(pool, addr);
+	assert_stat(st, closed[CPOOL_CLOSE_IDLE_TIMEOUT], 1);
+	assert_stat(st, connects, 2);
+	assert_stat(st, open, 1);
+	assert_balanced(&st);
+	cpool_destroy(pool);
+	fs_stop(fs);
+}
+
+Test(stats, a_lifetime_closes_an_idle_connection_at_checkout)
+{
+	struct fault_server *fs = server_new(FS_INET);
+	const char *addr = fs_address(fs);
+	struct cpool_config cfg = config_one_shard();
+	struct cpool *pool;
+	struct cpool_conn *c;
+	struct cpool_stats st;
+
+	cfg.max_lifetime_ms = 50;
+	pool = pool_new(&cfg);
+	pool_add(pool, addr);
+	c = lease(pool, addr);
+	cpool_release(c, 0);
+	let_time_pass(250);
+	c = lease(pool, addr);
+	cr_assert_not(cpool_conn_reused(c),
+		      "a connection 5x its lifetime old was reused");
+	cpool_release(c, CPOOL_RELEASE_CLOSE);
+	st = stats_of(pool, addr);
+	assert_stat(st, closed[CPOOL_CLOSE_LIFETIME], 1);
+	assert_stat(st, closed[CPOOL_CLOSE_BY_CALLER], 1);
+	assert_stat(st, open, 0);
+	assert_balanced(&st);
+	cpool_destroy(pool);
+	fs_stop(fs);
+}
+
+Test(stats, a_lifetime_that_ends_during_a_lease_closes_it_at_release)
+{
+	struct fault_server *fs = server_new(FS_INET);
+	const char *addr = fs_address(fs);
+	struct cpool_config cfg = config_one_shard();
+	struct cpool *pool;
+	struct cpool_conn *c;
+	struct cpool_stats st;
+
+	cfg.max_lifetime_ms = 50;
+	pool = pool_new(&cfg);
+	pool_add(pool, addr);
+	c = lease(pool, addr);
+	let_time_pass(250);
+	assert_echo(c, "still usable while leased");
+	cpool_release(c, 0);
+	st = stats_of(pool, addr);
+	assert_stat(st, closed[CPOOL_CLOSE_LIFETIME], 1);
+	assert_stat(st, open, 0);
+	assert_stat(st, idle, 0);
+	assert_balanced(&st);
+	cpool_destroy(pool);
+	fs_stop(fs);
+}
+
+/* Pins the calling thread to @cpu; false if that CPU is not allowed. */
+static bool
+pin_to(int cpu)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	return sched_setaffinity(0, sizeof(set), &set) == 0;
+}
+
+Test(stats, an_idle_connection_of_another_shard_is_stolen_before_connecting)
+{
+	struct fault_server *fs = server_new(FS_INET);
+	const char *addr = fs_address(fs);
+	struct cpool_config cfg;
+	struct cpool *pool;
+	struct cpool_conn *c;
+	struct cpool_stats st;
+	int fd;
+
+	if (!pin_to(0) || !pin_to(1))
+		cr_skip_test("needs CPUs 0 and 1");
+	cpool_config_init(&cfg);
+	cfg.workers = 2;
+	pool = pool_new(&cfg);
+	pool_add(pool, addr);
+
+	cr_assert(pin_to(0));
+	c = lease(pool, addr);
+	fd = cpool_conn_fd(c);
+	cpool_release(c, 0); /* idle in shard 0 */
+	cr_assert(pin_to(1));
+	c = lease(pool, addr);
+	cr_assert_eq(cpool_conn_fd(c), fd,
+		     "shard 1 opened fd %d instead of stealing %d",
+		     cpool_conn_fd(c), fd);
+	cr_assert(cpool_conn_reused(c), "a stolen connection is reused");
+	assert_echo(c, "stolen");
+	cpool_release(c, 0);
+	st = stats_of(pool, addr);
+	assert_stat(st, steals, 1);
+	assert_stat(st, connects, 1);
+	assert_stat(st, acquires, 2);
+	assert_stat(st, open, 1);
+	cpool_destroy(pool);
+	fs_stop(fs);
+}
+
+Test(stats, probe_bypass_hands_out_a_recent_release_without_probing)
+{
+	struct fault_server *fs = server_new(FS_INET);
+	const char *addr = fs_address(fs);
+	struct cpool_config cfg = config_one_shard();
+	struct cpool *pool;
+	struct cpool_conn *c;
+	struct cpool_stats st;
+	int fd;
+	char b;
+
+	cfg.probe_bypass_ms = 600000; /* opt-in: no probe for 10 minutes */
+	pool = pool_new(&cfg);
+	pool_add(pool, addr);
+	c = lease(pool, addr);
+	fd = cpool_conn_fd(c);
+	cpool_release(c, 0);
+	cr_assert_eq(fs_close_all(fs), 1);
+	cr_assert(wait_fd(fd, POLLRDHUP, WAIT_MS) & POLLRDHUP);
+
+	/* not probed: the dead connection is handed out, as configured */
+	c = lease(pool, addr);
+	cr_assert_eq(cpool_conn_fd(c), fd);
+	cr_assert(cpool_conn_reused(c));
+	/* the caller finds out and the helpers mark it broken */
+	cr_assert_eq(cpool_recv(c, &b, 1), 0);
+	cpool_release(c, 0);
+	st = stats_of(pool, addr);
+	assert_stat(st, closed[CPOOL_CLOSE_PEER_CLOSED], 0);
+	assert_stat(st, closed[CPOOL_CLOSE_BY_CALLER], 1);
+	assert_stat(st, open, 0);
+	assert_balanced(&st);
+	cpool_destroy(pool);
+	fs_stop(fs);
+}
+
+Test(stats, gauges_follow_every_lease_and_release)
+{
+	struct fault_server *fs = server_new(FS_INET);
+	const char *addr = fs_address(fs);
+	struct cpool_config cfg = config_one_shard();
+	struct cpool *pool = pool_new(&cfg);
+	struct cpool_conn *c[5];
+	struct cpool_stats st;
+
+	pool_add(pool, addr);
+	for (int i = 0; i < 5; i++) {
+		c[i] = lease(pool, addr);
+		st = stats_of(pool, addr);
+		assert_stat(st, open, i + 1);
+		assert_stat(st, leased, i + 1);
+		assert_stat(st, idle, 0);
+	}
+	for (int i = 0; i < 5; i++) {
+		cpool_release(c[i], i == 4 ? CPOOL_RELEASE_CLOSE : 0);
+		st = stats_of(pool, addr);
+		assert_stat(st, leased, 4 - i);
+		assert_stat(st, idle, i == 4 ? 4 : i + 1);
+		assert_stat(st, open, i == 4 ? 4 : 5);
+		assert_balanced(&st);
+	}
+	cpool_destroy(pool);
+	fs_stop(fs);
+}
