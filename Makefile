@@ -75,7 +75,8 @@ $(BUILD)/%.o: %.c $(LIB_HDRS) $(wildcard tests/util/*.h) Makefile
 ifeq ($(SAN),)
 $(BUILD)/cpool.o: $(LIB_OBJS)
 	$(LD) -r -o $@.tmp $(LIB_OBJS) $(JEMALLOC_PIC)
-	objcopy --wildcard --keep-global-symbol='cpool_*' $@.tmp $@
+	objcopy --wildcard --keep-global-symbol='!cpool__*' \
+		--keep-global-symbol='cpool_*' $@.tmp $@
 	@rm -f $@.tmp
 else
 $(BUILD)/cpool.o: $(LIB_OBJS)

@@ -104,6 +104,7 @@ fail:
 static void
 conn_free_rcu(struct rcu_head *head)
 {
+	CPOOL_RCU_GP_DONE();
 	cpool__free(caa_container_of(head, struct cpool_conn, rcu),
 		    sizeof(struct cpool_conn));
 }
@@ -125,13 +126,14 @@ cpool__conn_close(struct cpool_conn *c, enum cpool_close_reason reason,
 	 */
 	if (!LOAD(&ep->pool->stopping))
 		epoll_ctl(c->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-	close(c->fd);
+	/* Counted before the fd goes: whoever sees it closed sees the count. */
 	ATOMIC_ADD(&ep->ctr.closed[reason], 1);
 	ATOMIC_ADD(&ep->open, -1);
 	if (leased)
 		ATOMIC_ADD(&ep->leased_adj, -1);
+	close(c->fd);
 	/* A worker may hold it from an epoll event: free after a grace period. */
-	urcu_memb_call_rcu(&c->rcu, conn_free_rcu);
+	cpool__call_rcu(&c->rcu, conn_free_rcu);
 	cpool__ep_slot_put(ep);
 }
 

@@ -199,6 +199,7 @@ ep_free_rcu(struct rcu_head *head)
 		caa_container_of(head, struct cpool_endpoint, rcu);
 	struct cpool *pool = ep->pool;
 
+	CPOOL_RCU_GP_DONE();
 	pthread_mutex_lock(&pool->ep_lock);
 	cds_list_del(&ep->all);
 	cpool__stats_retire_locked(pool, ep);
@@ -221,7 +222,7 @@ cpool__ep_put(struct cpool_endpoint *ep)
 	if (__atomic_sub_fetch(&ep->refs, 1, __ATOMIC_ACQ_REL))
 		return;
 	cpool__rcu_ensure();
-	urcu_memb_call_rcu(&ep->rcu, ep_free_rcu);
+	cpool__call_rcu(&ep->rcu, ep_free_rcu);
 }
 
 #define BACKOFF_MIN_NS 10000000ull   /* 10 ms */
@@ -282,6 +283,7 @@ cpool__ep_connect_done(struct cpool_endpoint *ep, int err, bool trial)
 void
 cpool__ep_table_put_rcu(struct rcu_head *head)
 {
+	CPOOL_RCU_GP_DONE();
 	cpool__ep_put(caa_container_of(head, struct cpool_endpoint, rcu));
 }
 
@@ -377,6 +379,7 @@ cpool_endpoint_add(struct cpool *pool, const char *address)
 		err = -ESHUTDOWN;
 		goto fail;
 	}
+	CPOOL_TSAN_RELEASE(ep); /* published: finders acquire it */
 	urcu_memb_read_lock();
 	node = cds_lfht_add_unique(pool->table,
 				   (unsigned long)cpool__hash(ep->key,
@@ -385,7 +388,7 @@ cpool_endpoint_add(struct cpool *pool, const char *address)
 				   cpool__ep_match,
 				   &(struct cpool_ep_key){ ep->key, ep->keylen },
 				   &ep->node);
-	urcu_memb_read_unlock();
+	cpool__rcu_read_unlock();
 	if (node != &ep->node) {
 		err = -EEXIST;
 		goto fail;
@@ -420,13 +423,13 @@ cpool_endpoint_remove(struct cpool *pool, const char *address)
 	urcu_memb_read_lock();
 	ep = cpool__ep_lookup(pool, address);
 	if (!ep || cds_lfht_del(pool->table, &ep->node)) {
-		urcu_memb_read_unlock();
+		cpool__rcu_read_unlock();
 		pthread_mutex_unlock(&pool->ep_lock);
 		return -ENOENT;
 	}
 	cpool__ep_get(ep);
-	urcu_memb_read_unlock();
-	urcu_memb_call_rcu(&ep->rcu, cpool__ep_table_put_rcu);
+	cpool__rcu_read_unlock();
+	cpool__call_rcu(&ep->rcu, cpool__ep_table_put_rcu);
 	pthread_mutex_unlock(&pool->ep_lock);
 
 	cpool__ep_close(ep, -ENOENT);

@@ -66,8 +66,10 @@ cpool__ep_lookup(struct cpool *pool, const char *address)
 			(unsigned long)cpool__hash(k.s, k.len, pool->hash_seed),
 			cpool__ep_match, &k, &it);
 	node = cds_lfht_iter_get_node(&it);
-	return node ? caa_container_of(node, struct cpool_endpoint, node)
-		    : NULL;
+	if (!node)
+		return NULL;
+	CPOOL_TSAN_ACQUIRE(caa_container_of(node, struct cpool_endpoint, node));
+	return caa_container_of(node, struct cpool_endpoint, node);
 }
 
 static inline void

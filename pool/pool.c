@@ -125,17 +125,18 @@ cpool_shutdown(struct cpool *pool)
 	     (node = cds_lfht_iter_get_node(&it)) != NULL;
 	     cds_lfht_next(pool->table, &it)) {
 		ep = caa_container_of(node, struct cpool_endpoint, node);
+		CPOOL_TSAN_ACQUIRE(ep);
 		if (cds_lfht_del(pool->table, node) == 0) {
 			cpool__ep_get(ep);
 			cds_list_add_tail(&ep->close_link, &to_close);
 		}
 	}
-	urcu_memb_read_unlock();
+	cpool__rcu_read_unlock();
 	pthread_mutex_unlock(&pool->ep_lock);
 
 	cds_list_for_each_safe(pos, next, &to_close) {
 		ep = cds_list_entry(pos, struct cpool_endpoint, close_link);
-		urcu_memb_call_rcu(&ep->rcu, cpool__ep_table_put_rcu);
+		cpool__call_rcu(&ep->rcu, cpool__ep_table_put_rcu);
 		cpool__ep_close(ep, -ESHUTDOWN);
 		cpool__ep_put(ep);
 	}
@@ -148,6 +149,7 @@ cpool_shutdown(struct cpool *pool)
 	urcu_memb_synchronize_rcu();
 	urcu_memb_barrier();
 	urcu_memb_barrier();
+	CPOOL_RCU_GP_DONE();
 	cds_lfht_destroy(pool->table, NULL);
 	pool->table = NULL;
 }
@@ -294,12 +296,12 @@ cpool_acquire(struct cpool *pool, const char *address, struct cpool_conn **out)
 	cpool__rcu_ensure();
 	urcu_memb_read_lock();
 	if (unlikely(LOAD(&pool->shutdown))) {
-		urcu_memb_read_unlock();
+		cpool__rcu_read_unlock();
 		return -ESHUTDOWN;
 	}
 	ep = cpool__ep_lookup(pool, address);
 	if (unlikely(!ep)) {
-		urcu_memb_read_unlock();
+		cpool__rcu_read_unlock();
 		return -ENOENT;
 	}
 	sh = cpool__shard_cur(pool);
@@ -307,7 +309,7 @@ cpool_acquire(struct cpool *pool, const char *address, struct cpool_conn **out)
 	if (likely(c)) {
 		reason = checkout_reason(pool, c);
 		if (likely(!reason)) {
-			urcu_memb_read_unlock();
+			cpool__rcu_read_unlock();
 			c->uses++;
 			c->reused = true;
 			*out = c;
@@ -316,7 +318,7 @@ cpool_acquire(struct cpool *pool, const char *address, struct cpool_conn **out)
 	}
 	/* Slow path: keep the endpoint with a reference, not the read lock. */
 	cpool__ep_get(ep);
-	urcu_memb_read_unlock();
+	cpool__rcu_read_unlock();
 	err = acquire_slow(ep, sh, c, reason, out);
 	cpool__ep_put(ep);
 	return err;

@@ -9,6 +9,8 @@
 
 #include <pthread.h>
 
+char cpool__tsan_rcu;
+
 static pthread_key_t rcu_key;
 static pthread_once_t rcu_once = PTHREAD_ONCE_INIT;
 static int rcu_key_err;

@@ -151,7 +151,7 @@ cpool_stats_get(struct cpool *pool, const char *address,
 					   : cpool__ep_lookup(pool, address);
 		if (ep)
 			ep_collect(ep, &a);
-		urcu_memb_read_unlock();
+		cpool__rcu_read_unlock();
 		if (!ep)
 			return -ENOENT;
 	} else {

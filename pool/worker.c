@@ -249,6 +249,7 @@ worker_scan(struct cpool_worker *w, uint64_t now)
 	     (node = cds_lfht_iter_get_node(&it)) != NULL;
 	     cds_lfht_next(pool->table, &it)) {
 		ep = caa_container_of(node, struct cpool_endpoint, node);
+		CPOOL_TSAN_ACQUIRE(ep);
 		if (LOAD(&ep->closing))
 			continue;
 		idle = &ep->idle[w->index];
@@ -273,7 +274,7 @@ worker_scan(struct cpool_worker *w, uint64_t now)
 	}
 	if (!nwarm)
 		return;
-	urcu_memb_read_unlock();
+	cpool__rcu_read_unlock();
 	for (i = 0; i < nwarm; i++) {
 		worker_prewarm(w, warm[i],
 			       share_of(pool->cfg.min_idle_per_endpoint,
@@ -307,11 +308,11 @@ worker_main(void *arg)
 		if (LOAD(&pool->stopping))
 			break;
 		/* A quiescent state: grace periods never wait a whole tick. */
-		urcu_memb_read_unlock();
+		cpool__rcu_read_unlock();
 		urcu_memb_read_lock();
 		worker_scan(w, cpool__coarse_ns());
 	}
-	urcu_memb_read_unlock();
+	cpool__rcu_read_unlock();
 	urcu_memb_unregister_thread();
 	return NULL;
 }

@@ -10,6 +10,7 @@
  * injected faults exactly.
  */
 #include <criterion/criterion.h>
+#include <time.h>
 #include <poll.h>
 #include <stdio.h>
 
@@ -98,6 +99,30 @@ inject(struct fault_server *fs, int fd, enum fault f, bool by_port)
 		  fault_name[f], rev);
 }
 
+/*
+ * Waits (condition with a deadline, not a sleep) until the pool has closed
+ * @want connections in all: background eviction is asynchronous.
+ */
+static void
+wait_closed_total(struct cpool *pool, const char *addr,
+		  unsigned long long want)
+{
+	struct timespec tick = { 0, 1000000 };
+	unsigned long long got = 0;
+
+	for (int ms = 0; ms < WAIT_MS; ms++) {
+		struct cpool_stats st = stats_of(pool, addr);
+
+		got = 0;
+		for (int r = 0; r < CPOOL_CLOSE_REASON_COUNT; r++)
+			got += st.closed[r];
+		if (got >= want)
+			return;
+		nanosleep(&tick, NULL);
+	}
+	cr_assert_fail("closed total got %llu want %llu", got, want);
+}
+
 /* One idle connection, one fault, one checkout: the exact counter. */
 static void
 check_single_fault(enum fault f)
@@ -127,6 +152,7 @@ check_single_fault(enum fault f)
 	assert_echo(c, "second");
 	cpool_release(c, 0);
 
+	wait_closed_total(pool, addr, 1);
 	st = stats_of(pool, addr);
 	assert_stat(st, acquires, 2);
 	assert_stat(st, reuses, 0);
@@ -274,7 +300,12 @@ Test(liveness, survives_200_rounds_of_mixed_faults_on_idle_connections)
 			if (!cpool_conn_reused(c[i]))
 				fresh++;
 		}
-		/* every fault of the last round was found at this checkout */
+		/*
+		 * Every fault of the last round was found, at this checkout
+		 * or by a worker in the background; a worker may still be
+		 * between taking a dead connection and counting its close.
+		 */
+		wait_closed_total(pool, addr, faults);
 		st = stats_of(pool, addr);
 		for (int r = 0; r < CPOOL_CLOSE_REASON_COUNT; r++)
 			cr_assert_eq((unsigned long long)st.closed[r],
@@ -388,6 +419,7 @@ faults_in_sequence(enum fs_family family, const enum fault *seq, int n)
 	assert_echo(c, "last");
 	cpool_release(c, 0);
 
+	wait_closed_total(pool, addr, (unsigned long long)faults);
 	st = stats_of(pool, addr);
 	assert_stat(st, acquires, n + 1);
 	assert_stat(st, connects, 1 + faults);
