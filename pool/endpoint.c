@@ -28,6 +28,10 @@
 #include "stats.h"
 #include "wait.h"
 
+uint64_t cpool__ep_gen;
+__thread struct cpool_ep_cache cpool__ep_cache[CPOOL_EP_CACHE]
+	__attribute__((tls_model("initial-exec")));
+
 static int
 parse_port(const char *p, unsigned short *port)
 {
@@ -429,6 +433,7 @@ cpool_endpoint_remove(struct cpool *pool, const char *address)
 	}
 	cpool__ep_get(ep);
 	cpool__rcu_read_unlock();
+	cpool__ep_gen_bump(); /* after the unlink, before the grace period */
 	cpool__call_rcu(&ep->rcu, cpool__ep_table_put_rcu);
 	pthread_mutex_unlock(&pool->ep_lock);
 

@@ -6,6 +6,7 @@
 #ifndef CPOOL_ENDPOINT_H
 #define CPOOL_ENDPOINT_H
 
+#include <stdint.h>
 #include <string.h>
 
 #include "pool-t.h"
@@ -30,15 +31,20 @@ int cpool__addr_parse(const char *address, struct cpool_addr *out);
 static inline uint64_t
 cpool__hash(const char *s, size_t len, uint64_t seed)
 {
-	uint64_t h = seed ^ (len * 0x9e3779b97f4a7c15ull), w;
+	uint64_t h = seed ^ (len * 0x9e3779b97f4a7c15ull), w = 0;
+	size_t n = len;
 
-	for (; len >= 8; s += 8, len -= 8) {
+	for (; n >= 8; s += 8, n -= 8) {
 		memcpy(&w, s, 8);
 		h = (h ^ w) * 0xff51afd7ed558ccdull;
 		h ^= h >> 32;
 	}
-	for (w = 0; len; len--)
-		w = (w << 8) | (unsigned char)s[len - 1];
+	if (n && len >= 8) { /* the last 8 bytes, overlapping */
+		memcpy(&w, s + n - 8, 8);
+	} else {
+		for (w = 0; n; n--)
+			w = (w << 8) | (unsigned char)s[n - 1];
+	}
 	h = (h ^ w) * 0xc4ceb9fe1a85ec53ull;
 	return h ^ (h >> 29);
 }
@@ -70,6 +76,56 @@ cpool__ep_lookup(struct cpool *pool, const char *address)
 		return NULL;
 	CPOOL_TSAN_ACQUIRE(caa_container_of(node, struct cpool_endpoint, node));
 	return caa_container_of(node, struct cpool_endpoint, node);
+}
+
+/*
+ * A per-thread cache of lookups, so the acquire fast path pays a strcmp
+ * instead of hash + table walk. cpool__ep_gen is bumped after every unlink
+ * from any pool's table (removal, shutdown), so an entry whose generation
+ * still matches names an endpoint that is still in its table; the caller's
+ * read-side section keeps it alive. (A reader that starts after the unlink's
+ * grace period began sees the bump: RCU orders writes before call_rcu.)
+ */
+#define CPOOL_EP_CACHE 4
+
+struct cpool_ep_cache {
+	const struct cpool *pool;
+	uint64_t gen;
+	struct cpool_endpoint *ep;
+};
+
+extern uint64_t cpool__ep_gen;
+extern __thread struct cpool_ep_cache cpool__ep_cache[CPOOL_EP_CACHE]
+	__attribute__((tls_model("initial-exec")));
+
+/* Called after an endpoint left a table: voids every thread's cache. */
+static inline void
+cpool__ep_gen_bump(void)
+{
+	__atomic_add_fetch(&cpool__ep_gen, 1, __ATOMIC_RELEASE);
+}
+
+/* cpool__ep_lookup() through the cache. Call under the RCU read lock. */
+static inline struct cpool_endpoint *
+cpool__ep_find(struct cpool *pool, const char *address)
+{
+	struct cpool_ep_cache *e =
+		&cpool__ep_cache[((uintptr_t)address >> 4) % CPOOL_EP_CACHE];
+	uint64_t gen = __atomic_load_n(&cpool__ep_gen, __ATOMIC_ACQUIRE);
+	struct cpool_endpoint *ep;
+
+	if (likely(e->pool == pool && e->gen == gen &&
+		   strcmp(e->ep->key, address) == 0)) {
+		CPOOL_TSAN_ACQUIRE(e->ep);
+		return e->ep;
+	}
+	ep = cpool__ep_lookup(pool, address);
+	if (ep) {
+		e->pool = pool;
+		e->gen = gen;
+		e->ep = ep;
+	}
+	return ep;
 }
 
 static inline void

@@ -147,6 +147,7 @@ struct cpool {
 	uint64_t idle_timeout_ns;
 	uint64_t lifetime_ns;
 	bool need_clock;	 /* any of the three above is set */
+	uint64_t tick_ns;	 /* coarse clock, advanced by the workers */
 	uint64_t hash_seed;
 	struct cds_lfht *table;
 

@@ -66,6 +66,7 @@ cpool_create(const struct cpool_config *cfg, struct cpool **out)
 	pool->need_clock = pool->probe_bypass_ns || pool->idle_timeout_ns ||
 			   pool->lifetime_ns;
 	pool->hash_seed = cpool__random();
+	pool->tick_ns = cpool__coarse_ns();
 	pool->workers = cpool__alloc(sizeof(*pool->workers) * pool->nshards,
 				     CPOOL_CACHELINE, 0);
 	pool->table = cds_lfht_new_flavor(16, 16, 0,
@@ -133,6 +134,7 @@ cpool_shutdown(struct cpool *pool)
 	}
 	cpool__rcu_read_unlock();
 	pthread_mutex_unlock(&pool->ep_lock);
+	cpool__ep_gen_bump(); /* after the unlinks, before the grace periods */
 
 	cds_list_for_each_safe(pos, next, &to_close) {
 		ep = cds_list_entry(pos, struct cpool_endpoint, close_link);
@@ -179,13 +181,18 @@ checkout_reason(const struct cpool *pool, const struct cpool_conn *c)
 	uint64_t now;
 
 	if (pool->need_clock) {
-		now = cpool__coarse_ns();
+		now = LOAD(&pool->tick_ns);
 		if (c->expires_ns && now >= c->expires_ns)
 			return CPOOL_CLOSE_LIFETIME;
 		if (pool->idle_timeout_ns &&
 		    now - c->released_ns >= pool->idle_timeout_ns)
 			return CPOOL_CLOSE_IDLE_TIMEOUT;
-		if (now - c->released_ns < pool->probe_bypass_ns)
+		/*
+		 * The real clock here: released_ns is a tick stamp, never later
+		 * than the release, so the window can only be shorter.
+		 */
+		if (pool->probe_bypass_ns &&
+		    cpool__coarse_ns() - c->released_ns < pool->probe_bypass_ns)
 			return 0;
 	}
 	return (int)cpool_probe(c->fd);
@@ -299,7 +306,7 @@ cpool_acquire(struct cpool *pool, const char *address, struct cpool_conn **out)
 		cpool__rcu_read_unlock();
 		return -ESHUTDOWN;
 	}
-	ep = cpool__ep_lookup(pool, address);
+	ep = cpool__ep_find(pool, address);
 	if (unlikely(!ep)) {
 		cpool__rcu_read_unlock();
 		return -ENOENT;
@@ -377,7 +384,8 @@ cpool_release(struct cpool_conn *c, unsigned flags)
 	} else if (pool->cfg.max_uses && c->uses >= pool->cfg.max_uses) {
 		reason = CPOOL_CLOSE_MAX_USES;
 	} else if (pool->need_clock) {
-		now = cpool__coarse_ns();
+		/* The workers' tick clock: no clock read on the fast path. */
+		now = LOAD(&pool->tick_ns);
 		if (c->expires_ns && now >= c->expires_ns)
 			reason = CPOOL_CLOSE_LIFETIME;
 		c->released_ns = now;

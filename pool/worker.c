@@ -214,7 +214,7 @@ worker_prewarm(struct cpool_worker *w, struct cpool_endpoint *ep,
 			return;
 		}
 		ATOMIC_ADD(&ep->ctr.prewarms, 1);
-		c->released_ns = cpool__coarse_ns();
+		c->released_ns = LOAD(&w->pool->tick_ns);
 		cpool__spin_lock(&idle->lock);
 		if (LOAD(&ep->closing)) {
 			cpool__spin_unlock(&idle->lock);
@@ -284,13 +284,28 @@ worker_scan(struct cpool_worker *w, uint64_t now)
 	urcu_memb_read_lock();
 }
 
+/*
+ * The pool's tick clock: release stamps connections with it instead of
+ * reading a clock. Every worker advances it; it never goes back.
+ */
+static void
+tick_advance(struct cpool *pool, uint64_t now)
+{
+	uint64_t t = LOAD(&pool->tick_ns);
+
+	while (t < now && !__atomic_compare_exchange_n(&pool->tick_ns, &t, now,
+						       false, __ATOMIC_RELAXED,
+						       __ATOMIC_RELAXED))
+		;
+}
+
 static void *
 worker_main(void *arg)
 {
 	struct cpool_worker *w = arg;
 	struct cpool *pool = w->pool;
 	struct epoll_event ev[WORKER_EVENTS];
-	uint64_t junk;
+	uint64_t junk, now;
 	int n, i;
 
 	urcu_memb_register_thread();
@@ -310,7 +325,9 @@ worker_main(void *arg)
 		/* A quiescent state: grace periods never wait a whole tick. */
 		cpool__rcu_read_unlock();
 		urcu_memb_read_lock();
-		worker_scan(w, cpool__coarse_ns());
+		now = cpool__coarse_ns();
+		tick_advance(pool, now);
+		worker_scan(w, now);
 	}
 	cpool__rcu_read_unlock();
 	urcu_memb_unregister_thread();
