@@ -341,7 +341,7 @@ release_slow(struct cpool_endpoint *ep, struct cpool_conn *c,
 			cpool__conn_close(c, CPOOL_CLOSE_SHUTDOWN, true);
 			return;
 		}
-		if (cpool__wait_handoff(ep, c))
+		if (cpool__wait_release(ep, c, idle))
 			return;
 		/* The waiter left (timed out) before we got there. */
 		cpool__spin_lock(&idle->lock);

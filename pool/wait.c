@@ -6,6 +6,14 @@
  * idle list's spinlock; releasers drop their list lock before taking
  * wait_lock.
  *
+ * Handoff with bounded barging: a release that finds waiters pools its
+ * connection and wakes the oldest waiter to compete for it, so a thread
+ * already running (typically the releaser itself, acquiring again) may take
+ * it first and nobody pays a context switch per lease. A waiter that has
+ * waited CPOOL_BARGE_NS gets the next release handed to it directly instead,
+ * so barging never starves anyone into a timeout. Either way one waiter is
+ * woken per release: no herd.
+ *
  * Why no release is lost: a waiter increments nwaiters before its last look
  * at the idle lists (under each list's lock); a releaser reads nwaiters
  * under the list lock it pushes under. Whichever takes that list lock
@@ -19,11 +27,16 @@
 #include "endpoint.h"
 #include "shard.h"
 
+/* How long a waiter lets running threads take connections before it. */
+#define CPOOL_BARGE_NS 10000000ull
+
 struct cpool_waiter {
 	struct cds_list_head link;
 	pthread_cond_t cond;
 	struct cpool_conn *conn;
-	int got; /* 0 = nothing yet, CPOOL_WAIT_*, or -errno */
+	int got;	  /* 0 = nothing yet, CPOOL_WAIT_*, or -errno */
+	bool kicked;	  /* a release pooled a connection and woke us */
+	uint64_t since_ns; /* when it started waiting */
 };
 
 static void
@@ -63,10 +76,23 @@ cpool__wait(struct cpool_endpoint *ep, uint64_t deadline_ns,
 	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
 	pthread_cond_init(&w.cond, &attr);
 	pthread_condattr_destroy(&attr);
+	w.since_ns = cpool__now_ns();
 	cds_list_add_tail(&w.link, &ep->waiters);
 	cpool__ns_to_timespec(deadline_ns, &ts);
 	while (!w.got) {
 		rc = pthread_cond_timedwait(&w.cond, &ep->wait_lock, &ts);
+		if (!w.got && w.kicked) {
+			/* A release pooled one for us; a running thread may
+			 * have taken it first. */
+			w.kicked = false;
+			*out = cpool__shard_take_any(ep);
+			if (*out) {
+				waiter_unlink_locked(ep, &w);
+				w.got = CPOOL_WAIT_CONN;
+				w.conn = *out;
+				break;
+			}
+		}
 		if (rc == ETIMEDOUT && !w.got) {
 			waiter_unlink_locked(ep, &w);
 			w.got = -ETIMEDOUT;
@@ -93,22 +119,36 @@ first_waiter_locked(struct cpool_endpoint *ep)
 }
 
 bool
-cpool__wait_handoff(struct cpool_endpoint *ep, struct cpool_conn *c)
+cpool__wait_release(struct cpool_endpoint *ep, struct cpool_conn *c,
+		    struct cpool_idle *idle)
 {
 	struct cpool_waiter *w;
+	bool done = false;
 
 	pthread_mutex_lock(&ep->wait_lock);
 	w = first_waiter_locked(ep);
-	if (w) {
+	if (w && cpool__now_ns() - w->since_ns < CPOOL_BARGE_NS) {
+		cpool__spin_lock(&idle->lock);
+		if (!LOAD(&ep->closing)) {
+			cpool__idle_push_locked(idle, c);
+			done = true;
+		}
+		cpool__spin_unlock(&idle->lock);
+		if (done && !w->kicked) {
+			w->kicked = true;
+			pthread_cond_signal(&w->cond);
+		}
+	} else if (w) {
 		/* Counted before the waiter can run and drop its reference. */
 		ATOMIC_ADD(&ep->ctr.handoffs, 1);
 		waiter_unlink_locked(ep, w);
 		w->conn = c;
 		w->got = CPOOL_WAIT_CONN;
 		pthread_cond_signal(&w->cond);
+		done = true;
 	}
 	pthread_mutex_unlock(&ep->wait_lock);
-	return w != NULL;
+	return done;
 }
 
 void

@@ -26,10 +26,13 @@ int cpool__wait(struct cpool_endpoint *ep, uint64_t deadline_ns,
 		struct cpool_conn **out);
 
 /*
- * Gives a leased connection to the oldest waiter, which becomes its lease
- * holder. Returns false when nobody waits. No idle lock held.
+ * A release while acquires wait: hands the leased connection @c to the
+ * oldest waiter if it has waited long enough, otherwise pools it in @idle
+ * and wakes that waiter to compete for it. Returns false (nothing done)
+ * when nobody waits or the endpoint is closing. No idle lock held.
  */
-bool cpool__wait_handoff(struct cpool_endpoint *ep, struct cpool_conn *c);
+bool cpool__wait_release(struct cpool_endpoint *ep, struct cpool_conn *c,
+			 struct cpool_idle *idle);
 
 /* Reserves a free slot for the oldest waiter, if any, and wakes it. */
 void cpool__wait_wake_slot(struct cpool_endpoint *ep);
