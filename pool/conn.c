@@ -120,12 +120,8 @@ cpool__conn_close(struct cpool_conn *c, enum cpool_close_reason reason,
 	while (__atomic_load_n(&c->arming, __ATOMIC_ACQUIRE))
 		caa_cpu_relax();
 	STORE(&c->state, CONN_CLOSED);
-	/*
-	 * Explicitly: a dup of the fd elsewhere would keep it registered. Once
-	 * the pool stops, the workers' epolls are closed: nothing to undo.
-	 */
-	if (!LOAD(&ep->pool->stopping))
-		epoll_ctl(c->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	/* Explicitly: a dup of the fd elsewhere would keep it registered. */
+	epoll_ctl(c->epfd, EPOLL_CTL_DEL, c->fd, NULL);
 	/* Counted before the fd goes: whoever sees it closed sees the count. */
 	ATOMIC_ADD(&ep->ctr.closed[reason], 1);
 	ATOMIC_ADD(&ep->open, -1);

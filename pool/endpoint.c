@@ -225,6 +225,10 @@ cpool__ep_put(struct cpool_endpoint *ep)
 {
 	if (__atomic_sub_fetch(&ep->refs, 1, __ATOMIC_ACQ_REL))
 		return;
+	if (__atomic_load_n(&ep->pool->settled, __ATOMIC_ACQUIRE)) {
+		ep_free_rcu(&ep->rcu); /* nobody can reach it any more */
+		return;
+	}
 	cpool__rcu_ensure();
 	cpool__call_rcu(&ep->rcu, ep_free_rcu);
 }

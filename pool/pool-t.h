@@ -44,7 +44,7 @@ struct cpool_idle {
 	struct cpool_spin lock;
 	unsigned count;		 /* connections in the list */
 	int64_t leased;		 /* leases popped here minus returned here */
-	uint64_t pops;		 /* connections taken from the list */
+	uint64_t reuses;	 /* fast-path leases from this list (atomic) */
 	struct cds_list_head head;
 } CPOOL_ALIGNED;
 
@@ -77,8 +77,8 @@ struct cpool_conn {
 
 /* Counters the slow paths keep with atomics (no lock held). */
 struct cpool_ep_counters {
-	uint64_t handoffs;	 /* connections handed to a waiter and kept */
-	uint64_t rejects;	 /* taken at checkout, then closed */
+	uint64_t handoffs;	 /* connections handed to a waiter */
+	uint64_t reuses;	 /* slow-path leases from the idle set */
 	uint64_t new_leases;	 /* acquires served by a new connection */
 	uint64_t connects;
 	uint64_t connect_failures;
@@ -147,6 +147,7 @@ struct cpool {
 	uint64_t idle_timeout_ns;
 	uint64_t lifetime_ns;
 	bool need_clock;	 /* any of the three above is set */
+	bool settled;		 /* shutdown done: nothing reads via RCU */
 	uint64_t tick_ns;	 /* coarse clock, advanced by the workers */
 	uint64_t hash_seed;
 	struct cds_lfht *table;
@@ -158,7 +159,6 @@ struct cpool {
 	pthread_mutex_t ep_lock;	 /* table writers, endpoints list */
 	struct cds_list_head endpoints;	 /* every endpoint not yet freed */
 	struct cpool_ep_counters retired; /* counters of freed endpoints */
-	uint64_t retired_pops;
 };
 
 #endif /* CPOOL_POOL_T_H */

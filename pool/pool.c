@@ -38,6 +38,7 @@ cpool__pool_put(struct cpool *pool)
 {
 	if (__atomic_sub_fetch(&pool->refs, 1, __ATOMIC_ACQ_REL))
 		return;
+	cpool__workers_free(pool);
 	cpool__free(pool->workers, sizeof(*pool->workers) * pool->nshards);
 	pthread_mutex_destroy(&pool->ep_lock);
 	cpool__free(pool, sizeof(*pool));
@@ -113,11 +114,11 @@ cpool_shutdown(struct cpool *pool)
 	cpool__rcu_ensure();
 	/*
 	 * Workers first: from here on only this thread closes idle ones. Their
-	 * fds go now, so nothing of the pool stays open while leases are out;
-	 * a late release skips its EPOLL_CTL_DEL.
+	 * epoll fds stay open until the pool is freed: an acquire connecting
+	 * right now still registers with them, and leases out still
+	 * unregister at close.
 	 */
 	cpool__workers_stop(pool);
-	cpool__workers_free(pool);
 	CDS_INIT_LIST_HEAD(&to_close);
 	pthread_mutex_lock(&pool->ep_lock);
 	urcu_memb_read_lock();
@@ -154,6 +155,12 @@ cpool_shutdown(struct cpool *pool)
 	CPOOL_RCU_GP_DONE();
 	cds_lfht_destroy(pool->table, NULL);
 	pool->table = NULL;
+	/*
+	 * No worker runs and no reader can reach an endpoint any more: from
+	 * now on the last reference frees at once, so the last release of a
+	 * lease closes every fd of the pool before it returns.
+	 */
+	__atomic_store_n(&pool->settled, true, __ATOMIC_RELEASE);
 }
 
 void
@@ -246,7 +253,6 @@ acquire_slow(struct cpool_endpoint *ep, unsigned sh, struct cpool_conn *c,
 
 	for (;;) {
 		if (c) {
-			ATOMIC_ADD(&ep->ctr.rejects, 1);
 			cpool__conn_close(c, (enum cpool_close_reason)reason,
 					  true);
 			c = NULL;
@@ -280,13 +286,13 @@ acquire_slow(struct cpool_endpoint *ep, unsigned sh, struct cpool_conn *c,
 		}
 		reason = checkout_reason(pool, c);
 		if (!reason) {
+			ATOMIC_ADD(&ep->ctr.reuses, 1);
 			c->uses++;
 			c->reused = true;
 			*out = c;
 			return 0;
 		}
 	}
-	ATOMIC_ADD(&ep->ctr.timeouts, 1);
 	return -ETIMEDOUT;
 }
 
@@ -308,8 +314,10 @@ cpool_acquire(struct cpool *pool, const char *address, struct cpool_conn **out)
 	}
 	ep = cpool__ep_find(pool, address);
 	if (unlikely(!ep)) {
+		/* Shutdown may have unlinked it after our check. */
+		err = LOAD(&pool->shutdown) ? -ESHUTDOWN : -ENOENT;
 		cpool__rcu_read_unlock();
-		return -ENOENT;
+		return err;
 	}
 	sh = cpool__shard_cur(pool);
 	c = cpool__idle_pop(&ep->idle[sh]);
@@ -317,6 +325,8 @@ cpool_acquire(struct cpool *pool, const char *address, struct cpool_conn **out)
 		reason = checkout_reason(pool, c);
 		if (likely(!reason)) {
 			cpool__rcu_read_unlock();
+			/* Counted once checked: counters never go back. */
+			ATOMIC_ADD(&ep->idle[sh].reuses, 1);
 			c->uses++;
 			c->reused = true;
 			*out = c;
@@ -327,6 +337,8 @@ cpool_acquire(struct cpool *pool, const char *address, struct cpool_conn **out)
 	cpool__ep_get(ep);
 	cpool__rcu_read_unlock();
 	err = acquire_slow(ep, sh, c, reason, out);
+	if (err == -ETIMEDOUT) /* no slot in time, or the connect timed out */
+		ATOMIC_ADD(&ep->ctr.timeouts, 1);
 	cpool__ep_put(ep);
 	return err;
 }

@@ -61,7 +61,6 @@ cpool__idle_pop_locked(struct cpool_idle *idle)
 	cds_list_del(&c->link);
 	STORE(&idle->count, idle->count - 1);
 	ADD_LOCKED(&idle->leased, 1);
-	ADD_LOCKED(&idle->pops, 1);
 	STORE(&c->state, CONN_LEASED);
 	return c;
 }

@@ -2,11 +2,13 @@
 /*
  * Statistics without a global lock on the hot path.
  *
- * The fast paths count under the idle-list lock they already hold
- * (pops, count, leased per (endpoint, shard)); the slow paths count with
- * relaxed atomics on the endpoint (connects, closes by reason, steals,
- * waits, handoffs, rejects). The published figures are derived:
- *   reuses   = pops + handoffs - rejects
+ * The fast paths count in their own (endpoint, shard) list: count and
+ * leased under the list lock they already hold, reuses with a relaxed
+ * atomic add once the checkout succeeded (so no counter ever goes back,
+ * even while a popped connection is being probed and rejected); the slow
+ * paths count with relaxed atomics on the endpoint (connects, closes by
+ * reason, steals, waits, slow-path reuses, new leases). Derived:
+ *   reuses   = list reuses + slow-path reuses
  *   acquires = reuses + new_leases
  *   idle     = sum of list counts
  *   leased   = sum of per-list leased + leases counted outside lists
@@ -31,7 +33,7 @@ counters_add(struct cpool_ep_counters *dst, const struct cpool_ep_counters *src)
 	unsigned i;
 
 	dst->handoffs += LOAD(&src->handoffs);
-	dst->rejects += LOAD(&src->rejects);
+	dst->reuses += LOAD(&src->reuses);
 	dst->new_leases += LOAD(&src->new_leases);
 	dst->connects += LOAD(&src->connects);
 	dst->connect_failures += LOAD(&src->connect_failures);
@@ -46,14 +48,14 @@ counters_add(struct cpool_ep_counters *dst, const struct cpool_ep_counters *src)
 }
 
 static uint64_t
-ep_pops(const struct cpool_endpoint *ep)
+ep_list_reuses(const struct cpool_endpoint *ep)
 {
-	uint64_t pops = 0;
+	uint64_t n = 0;
 	unsigned i;
 
 	for (i = 0; i < ep->pool->nshards; i++)
-		pops += LOAD(&ep->idle[i].pops);
-	return pops;
+		n += LOAD(&ep->idle[i].reuses);
+	return n;
 }
 
 void
@@ -62,10 +64,10 @@ cpool__stats_retire_locked(struct cpool *pool, struct cpool_endpoint *ep)
 	struct cpool_ep_counters sum = pool->retired;
 
 	counters_add(&sum, &ep->ctr);
-	STORE(&pool->retired_pops, pool->retired_pops + ep_pops(ep));
+	sum.reuses += ep_list_reuses(ep);
 	/* Field by field, so concurrent readers see whole values. */
 	STORE(&pool->retired.handoffs, sum.handoffs);
-	STORE(&pool->retired.rejects, sum.rejects);
+	STORE(&pool->retired.reuses, sum.reuses);
 	STORE(&pool->retired.new_leases, sum.new_leases);
 	STORE(&pool->retired.connects, sum.connects);
 	STORE(&pool->retired.connect_failures, sum.connect_failures);
@@ -81,7 +83,6 @@ cpool__stats_retire_locked(struct cpool *pool, struct cpool_endpoint *ep)
 
 struct stats_acc {
 	struct cpool_ep_counters ctr;
-	uint64_t pops;
 	int64_t open, idle, leased;
 };
 
@@ -92,7 +93,7 @@ ep_collect(const struct cpool_endpoint *ep, struct stats_acc *a)
 
 	counters_add(&a->ctr, &ep->ctr);
 	for (i = 0; i < ep->pool->nshards; i++) {
-		a->pops += LOAD(&ep->idle[i].pops);
+		a->ctr.reuses += LOAD(&ep->idle[i].reuses);
 		a->idle += LOAD(&ep->idle[i].count);
 		a->leased += LOAD(&ep->idle[i].leased);
 	}
@@ -111,7 +112,7 @@ acc_publish(const struct stats_acc *a, struct cpool_stats *s)
 {
 	unsigned i;
 
-	s->reuses = a->pops + a->ctr.handoffs - a->ctr.rejects;
+	s->reuses = a->ctr.reuses;
 	s->acquires = s->reuses + a->ctr.new_leases;
 	s->connects = a->ctr.connects;
 	s->connect_failures = a->ctr.connect_failures;
@@ -162,7 +163,6 @@ cpool_stats_get(struct cpool *pool, const char *address,
 						  all),
 				   &a);
 		counters_add(&a.ctr, &pool->retired);
-		a.pops += LOAD(&pool->retired_pops);
 		pthread_mutex_unlock(&pool->ep_lock);
 	}
 	memset(&s, 0, sizeof(s));
@@ -334,7 +334,6 @@ cpool_stats_format(struct cpool *pool, char *buf, size_t len)
 		i++;
 	}
 	counters_add(&a.ctr, &pool->retired);
-	a.pops += LOAD(&pool->retired_pops);
 	pthread_mutex_unlock(&pool->ep_lock);
 	ser[0].label = "";
 	acc_publish(&a, &ser[0].s);

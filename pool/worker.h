@@ -23,7 +23,7 @@ int cpool__workers_start(struct cpool *pool);
 /* Stops and joins the threads. Safe on a partly started pool. */
 void cpool__workers_stop(struct cpool *pool);
 
-/* Closes the epoll and event fds, once the threads are stopped. */
+/* Closes the epoll and event fds: when the pool is freed. */
 void cpool__workers_free(struct cpool *pool);
 
 /*
