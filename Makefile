@@ -4,6 +4,10 @@
 #   make test             install missing Debian packages, build, run the suite
 #   make bench            install missing packages, run every bench workload
 #   make asan | tsan      the whole suite under ASan+UBSan / TSan
+#   make soak | soak-asan | soak-tsan   chaos soak; SOAK_SECONDS (60, or 20
+#                         under sanitizers)
+#   make fuzz | fuzz-ci   libFuzzer harnesses; FUZZ_SECONDS (60; 30 for CI)
+#   make bench-callgrind  instructions per acquire+release
 #   make install          PREFIX=/usr/local DESTDIR=
 #   make deps             install the Debian packages build, tests, benches need
 #
@@ -143,7 +147,7 @@ deps:
 $(TEST_BIN): $(TEST_OBJS) $(BUILD)/libcpool.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(SAN_LDFLAGS) $(LDFLAGS) -o $@ $(TEST_OBJS) $(BUILD)/libcpool.a \
-		-lcriterion $(URCU_LIBS) $(SYS_LIBS)
+		-lcriterion -lhiredis $(URCU_LIBS) $(SYS_LIBS)
 
 TSAN_OPTIONS_RUN := suppressions=$(CURDIR)/tests/tsan.supp halt_on_error=1 second_deadlock_stack=1
 ASAN_OPTIONS_RUN := detect_leaks=1:abort_on_error=0:halt_on_error=1

@@ -116,7 +116,7 @@ cpool__conn_close(struct cpool_conn *c, enum cpool_close_reason reason,
 	struct cpool_endpoint *ep = c->ep;
 
 	cpool__rcu_ensure();
-	/* A worker arming it right now uses the fd number: let it finish. */
+	/* Workers arming it right now use the fd number: let them finish. */
 	while (__atomic_load_n(&c->arming, __ATOMIC_ACQUIRE))
 		caa_cpu_relax();
 	STORE(&c->state, CONN_CLOSED);

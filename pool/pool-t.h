@@ -70,7 +70,7 @@ struct cpool_conn {
 	struct cpool_idle *home; /* the list it sits in while CONN_IDLE */
 	int epfd;		 /* the worker epoll it is registered with */
 	bool armed;		 /* watched by epoll since its last release */
-	bool arming;		 /* a worker's EPOLL_CTL_MOD is in flight */
+	unsigned arming;	 /* workers' EPOLL_CTL_MODs in flight */
 	unsigned seen;		 /* uses + 1 when a worker scan last saw it */
 	struct rcu_head rcu;	 /* freed after a grace period */
 };

@@ -106,8 +106,8 @@ worker_event(struct cpool_conn *c)
 
 /*
  * The connection may be leased by now (one spurious event at most), but
- * not closed: cpool__conn_close() waits while c->arming is set, so the fd
- * number cannot be reused under this MOD.
+ * not closed: cpool__conn_close() waits while c->arming counts a MOD in
+ * flight, so the fd number cannot be reused under this MOD.
  */
 static void
 worker_arm(struct cpool_conn *c)
@@ -118,7 +118,7 @@ worker_arm(struct cpool_conn *c)
 	};
 
 	epoll_ctl(c->epfd, EPOLL_CTL_MOD, c->fd, &ev);
-	__atomic_store_n(&c->arming, false, __ATOMIC_RELEASE);
+	__atomic_sub_fetch(&c->arming, 1, __ATOMIC_RELEASE);
 }
 
 struct worker_batch {
@@ -147,7 +147,9 @@ scan_list_locked(struct cpool *pool, struct cpool_idle *idle, unsigned keep,
 			break;
 		if (c->seen == c->uses + 1) {
 			c->armed = true;
-			STORE(&c->arming, true);
+			/* A count: a worker that saw it in its list before it
+			 * moved here may still be arming it too. */
+			ATOMIC_ADD(&c->arming, 1);
 			arm->c[arm->n++] = c;
 		} else {
 			c->seen = c->uses + 1;

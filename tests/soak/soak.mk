@@ -1,0 +1,46 @@
+# tests/soak/soak.mk - the chaos soak (issue 5); included by the top Makefile.
+#
+#   make soak          SOAK_SECONDS of chaos (default 60), build/
+#   make soak-asan     the same under ASan+UBSan, build-asan/ (default 20 s)
+#   make soak-tsan     the same under TSan, build-tsan/ (default 20 s)
+#
+# SOAK_SECONDS=N on the command line or in the environment sets all three.
+# The soak starts its own memcached and redis-server on free loopback ports
+# and stops them by pid; it needs the packages `make deps` installs.
+
+ifeq ($(origin SOAK_SECONDS),undefined)
+SOAK_SECONDS := 60
+SOAK_SAN_SECONDS := 20
+else
+SOAK_SAN_SECONDS := $(SOAK_SECONDS)
+endif
+
+SOAK_BIN := $(BUILD)/tests/soak/cpool_soak
+SOAK_OBJS := $(BUILD)/tests/soak/soak_main.o $(BUILD)/tests/util/soak.o \
+	$(BUILD)/tests/util/realsrv.o $(BUILD)/tests/util/fault_server.o \
+	$(BUILD)/tests/util/net.o
+SOAK_LIBS := -lhiredis
+
+.PHONY: soak soak-asan soak-tsan
+
+# Linked like the test binary: the shipped static library.
+$(SOAK_BIN): $(SOAK_OBJS) $(BUILD)/libcpool.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SAN_LDFLAGS) $(LDFLAGS) -o $@ $(SOAK_OBJS) \
+		$(BUILD)/libcpool.a $(SOAK_LIBS) $(URCU_LIBS) $(SYS_LIBS)
+
+soak: deps
+	@$(MAKE) --no-print-directory $(SOAK_BIN)
+	$(SOAK_BIN) $(SOAK_SECONDS)
+
+soak-asan: deps
+	@$(MAKE) --no-print-directory BUILD=build-asan SAN=asan \
+		build-asan/tests/soak/cpool_soak
+	ASAN_OPTIONS=$(ASAN_OPTIONS_RUN) UBSAN_OPTIONS=$(UBSAN_OPTIONS_RUN) \
+		build-asan/tests/soak/cpool_soak $(SOAK_SAN_SECONDS)
+
+soak-tsan: deps
+	@$(MAKE) --no-print-directory BUILD=build-tsan SAN=tsan \
+		build-tsan/tests/soak/cpool_soak
+	TSAN_OPTIONS="$(TSAN_OPTIONS_RUN)" \
+		build-tsan/tests/soak/cpool_soak $(SOAK_SAN_SECONDS)

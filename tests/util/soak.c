@@ -1,0 +1,1635 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The chaos soak: see soak.h for what it checks and the definitions.
+ *
+ * Bookkeeping that makes "stale" decidable. Every target (memcached, redis,
+ * the fault server) has two counters: kills, bumped when a restart (or a
+ * FIN/RST injection) begins, and gen, bumped with up_ms when it has
+ * finished and the server answers again. kills == gen means "up, nothing in
+ * progress". A connection is labelled with gen + 1 when it is leased fresh
+ * and no restart overlapped its acquire (0 = unknown); the label is kept by
+ * fd number, which is the connection's identity while it is open. A reused
+ * connection whose label is older than the target's gen at the start of
+ * the request belongs to a server instance that is gone.
+ *
+ * Time is CLOCK_MONOTONIC milliseconds (now_ms()). The chaos thread paces
+ * itself with timed waits (that is its job); nothing here sleeps to wait
+ * for another thread: servers are waited for by connecting, threads by
+ * joining, the pool's rest by reading its counters until they stop moving.
+ */
+#include "soak.h"
+
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "cpool.h"
+#include "fault_server.h"
+#include "net.h"
+#include "realsrv.h"
+
+#define CAP 4			/* max_conns_per_endpoint */
+#define ACQUIRE_TIMEOUT_MS 1000
+#define CONNECT_TIMEOUT_MS 1000
+#define LIFETIME_MS 4000	/* some churn from the workers' timers too */
+#define REQUEST_DEADLINE_MS 1000
+#ifdef CPOOL_SANITIZE
+#define SLACK_MS 1500		/* scheduling noise on 2 cores, sanitized */
+#else
+#define SLACK_MS 500
+#endif
+/* An iteration (acquire + request + release) must end within this. */
+#define ITER_BOUND_MS (ACQUIRE_TIMEOUT_MS + REQUEST_DEADLINE_MS + SLACK_MS)
+/* Past the bound by this much, a thread is hung: report and give up. */
+#define HANG_MS 15000
+/* Refused this long after the server came back: backoff never recovered. */
+#define RECOVER_BUG_MS 6500
+#define SAMPLE_MS 10
+#define FD_LABELS 65536
+#define MAX_NOTES 12
+#define STRAY "!STRAY-BYTES!\r\n"
+#define RLOG_MAX 4096		/* restarts remembered per server */
+#define DOUBT_MAX 8		/* in-doubt writes remembered per thread */
+#define FREEZE_MAX 256		/* process stalls remembered */
+#define FREEZE_MS 100		/* a sampler gap this long is a stall */
+
+#define LOAD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
+#define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+#define ADD(p, v) __atomic_add_fetch((p), (v), __ATOMIC_SEQ_CST)
+
+enum tgt { T_MC, T_REDIS, T_FS, T_COUNT };
+
+static const char *const tgt_name[T_COUNT] = { "memcached", "redis",
+					       "fault" };
+
+enum cls {
+	C_OK,
+	C_ACQ_REFUSED,	/* server down, or fail-fast during backoff */
+	C_ACQ_TIMEDOUT,	/* no slot within acquire_timeout_ms */
+	C_ACQ_RESET,	/* connect reset (dying server, injected RST) */
+	C_ACQ_OTHER,	/* unclassified: fails the soak */
+	C_RESET,	/* ECONNRESET */
+	C_PIPE,		/* EPIPE */
+	C_EOF,		/* peer closed */
+	C_TIMEOUT_STALL, /* deadline passed during a fault-server stall */
+	C_TIMEOUT,	/* deadline passed, no stall */
+	C_STRAY,	/* stray bytes injected while leased */
+	C_LATE,		/* the answer of an earlier write that timed out */
+	C_OTHER,	/* unclassified: fails the soak */
+	C_WRONG,	/* wrong answer: fails the soak */
+	C_COUNT
+};
+
+static const char *const cls_name[C_COUNT] = {
+	"ok",
+	"acquire ECONNREFUSED (down / fail-fast)",
+	"acquire ETIMEDOUT (no slot in time)",
+	"acquire ECONNRESET/ABORTED (+fail-fast)",
+	"acquire, unclassified",
+	"request ECONNRESET",
+	"request EPIPE",
+	"request peer closed (EOF)",
+	"request ETIMEDOUT during a stall",
+	"request ETIMEDOUT, no stall",
+	"request read injected stray bytes",
+	"request saw an earlier in-doubt write",
+	"request, unclassified",
+	"request WRONG ANSWER",
+};
+
+enum fault {
+	F_FIN_ALL,
+	F_FIN_ONE,
+	F_RST_ALL,
+	F_RST_ONE,
+	F_STRAY_ALL,
+	F_STRAY_ONE,
+	F_STALL,
+	F_COUNT
+};
+
+static const char *const fault_name[F_COUNT] = {
+	"FIN all", "FIN one", "RST all", "RST one",
+	"stray all", "stray one", "stall",
+};
+
+/* Relative frequencies; stalls are rare because each lasts. */
+static const unsigned fault_weight[F_COUNT] = { 3, 4, 3, 4, 2, 3, 1 };
+
+/* One restart of memcached or redis, for the report. */
+struct rlog {
+	int sig;
+	int64_t kill_ms;	/* kill() sent */
+	int64_t dead_ms;	/* exit reaped */
+	int64_t up_ms;		/* new instance answering */
+	int64_t first_ok_ms;	/* atomic: first request ok after up_ms */
+	bool quiet;		/* in a quiet window: no traffic at first */
+	uint64_t late_fails;	/* atomic: acquires failed after up_ms */
+	int late_err;		/* atomic: the last one's error */
+	int64_t late_ms;	/* atomic: the last one, after up_ms */
+	uint64_t fail_fasts;	/* endpoint's fail_fasts from kill to up */
+	uint64_t connect_failures;
+};
+
+struct target {
+	char addr[64];
+	uint64_t kills;		/* restarts / injections begun */
+	uint64_t gen;		/* ... finished (server answering again) */
+	int64_t up_ms;		/* when the last one finished */
+	int64_t stray_begin_ms;	/* fault server: last stray injection */
+	int64_t stray_end_ms;
+	int stall_on;		/* fault server: stalling now */
+	int64_t stall_end_ms;	/* ... last stall ended */
+	int64_t quiet_until;	/* atomic: no new requests before this */
+	unsigned quiets;	/* chaos thread: quiet windows so far */
+	uint64_t recovered_gen;	/* first success after restart gen seen */
+	int64_t max_refused_up_ms; /* refused this long after answering */
+	unsigned max_open;	/* sampler thread only */
+};
+
+struct snap {
+	uint64_t k, g;
+	int64_t up;
+};
+
+struct soak;
+
+struct worker {
+	struct soak *s;
+	pthread_t tid;
+	unsigned idx;
+	uint64_t rng;
+	int64_t busy_since;	/* atomic; 0 between iterations */
+	int fs_port;		/* atomic; its last fault-server connection */
+	uint64_t seq;
+	/* redis INCR continuity */
+	long long incr_last;
+	uint64_t incr_kills;
+	bool incr_valid;
+	unsigned incr_doubt;	/* INCRs sent whose reply never came */
+	/*
+	 * Writes sent whose reply never came (timeout, reset): the server may
+	 * still apply them, even after a later write (a request stuck in a
+	 * socket or accept queue of a starved server). A later read may see
+	 * them: that is the protocol's in-doubt write, not a wrong answer.
+	 */
+	char mc_doubt[DOUBT_MAX][200];	/* memcached: the GET answer */
+	char rd_doubt[DOUBT_MAX][128];	/* redis: the value */
+	unsigned mc_ndoubt, rd_ndoubt;	/* ring positions */
+	/* results, read after the join */
+	uint64_t n[T_COUNT][C_COUNT];
+	uint64_t stale[T_COUNT];
+	uint64_t dirty;
+	uint64_t fresh_fail;
+	uint64_t unlabelled_fail;
+	uint64_t reused_old_ok;	/* reused from an earlier instance, ok */
+	int64_t max_acq_ms, max_req_ms, max_iter_ms;
+};
+
+struct soak {
+	struct cpool *pool;
+	struct target t[T_COUNT];
+	struct realsrv srv[2];
+	struct fault_server *fs;
+	struct worker *w;
+	unsigned nthreads;
+	uint64_t *fdlabel;	/* atomic per entry */
+	int stop;		/* atomic: request threads stop */
+	int sampler_stop;	/* atomic */
+	FILE *out;
+
+	pthread_mutex_t lock;	/* guards the failure notes */
+	int failed;
+	int nnotes;
+	char notes[MAX_NOTES][240];
+
+	/* chaos thread only */
+	uint64_t rng;
+	unsigned restarts[2][2]; /* [server][0 SIGTERM, 1 SIGKILL] */
+	struct rlog *rlog[2];	/* [server][gen] */
+	unsigned faults[F_COUNT];
+	unsigned hits[F_COUNT];
+	int64_t stall_until;
+
+	/* fd counts: start, before cpool_create, after it, at the end */
+	int fd_start, fd_pool, fd_destroy, fd_end;
+	bool pipe_ok;		/* SIGPIPE at SIG_DFL at start and end */
+
+	/* process stalls the sampler saw (its own gaps), under lock */
+	int64_t freeze[FREEZE_MAX][2];
+	unsigned nfreeze;
+	int64_t max_freeze_ms;
+
+	/* sampler thread only, read after its join */
+	uint64_t samples;
+	uint64_t formats;
+	int64_t max_busy_ms;
+};
+
+static void
+fail(struct soak *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	pthread_mutex_lock(&s->lock);
+	s->failed++;
+	if (s->nnotes < MAX_NOTES) {
+		va_start(ap, fmt);
+		vsnprintf(s->notes[s->nnotes], sizeof(s->notes[0]), fmt, ap);
+		va_end(ap);
+		s->nnotes++;
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+static uint64_t
+rnd_next(uint64_t *x)
+{
+	*x ^= *x >> 12;
+	*x ^= *x << 25;
+	*x ^= *x >> 27;
+	return *x * 2685821657736338717ull;
+}
+
+/* Uniform in [lo, hi]. */
+static unsigned
+rnd_range(uint64_t *x, unsigned lo, unsigned hi)
+{
+	return lo + (unsigned)(rnd_next(x) % (uint64_t)(hi - lo + 1));
+}
+
+static struct snap
+snap_of(struct target *t)
+{
+	struct snap sn;
+
+	/* gen first: kills == gen then proves up_ms is this gen's */
+	sn.g = LOAD(&t->gen);
+	sn.up = LOAD(&t->up_ms);
+	sn.k = LOAD(&t->kills);
+	return sn;
+}
+
+static void
+max_store(int64_t *p, int64_t v)
+{
+	int64_t cur = LOAD(p);
+
+	while (v > cur && !__atomic_compare_exchange_n(p, &cur, v, false,
+						       __ATOMIC_SEQ_CST,
+						       __ATOMIC_SEQ_CST))
+		;
+}
+
+/* ---- requests ---------------------------------------------------------- */
+
+struct req {
+	struct worker *w;
+	struct cpool_conn *c;
+	int fd;
+	int64_t deadline;
+	char detail[160];
+};
+
+/* Bounds the next blocking call by what is left; false if nothing is. */
+static bool
+arm_deadline(struct req *r)
+{
+	int64_t left = r->deadline - now_ms();
+	struct timeval tv;
+
+	if (left <= 0)
+		return false;
+	tv.tv_sec = left / 1000;
+	tv.tv_usec = (left % 1000) * 1000;
+	setsockopt(r->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(r->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	return true;
+}
+
+static enum cls
+errno_cls(struct req *r, int e)
+{
+	switch (e) {
+	case ECONNRESET:
+		return C_RESET;
+	case EPIPE:
+		return C_PIPE;
+	case EAGAIN:
+	case ETIMEDOUT:
+		return C_TIMEOUT;
+	default:
+		snprintf(r->detail, sizeof(r->detail), "errno %d (%s)", e,
+			 strerror(e));
+		return C_OTHER;
+	}
+}
+
+/* Printable copy of protocol bytes for a failure note. */
+static void
+escape(char *dst, size_t dlen, const char *src, size_t slen)
+{
+	size_t j = 0;
+
+	for (size_t i = 0; i < slen && j + 5 < dlen; i++) {
+		unsigned char ch = (unsigned char)src[i];
+
+		if (ch == '\r' || ch == '\n') {
+			dst[j++] = '\\';
+			dst[j++] = ch == '\r' ? 'r' : 'n';
+		} else if (ch < 32 || ch > 126) {
+			j += (size_t)snprintf(dst + j, dlen - j, "\\x%02x", ch);
+		} else {
+			dst[j++] = (char)ch;
+		}
+	}
+	dst[j] = '\0';
+}
+
+static enum cls
+send_req(struct req *r, const char *buf, size_t len)
+{
+	ssize_t n;
+
+	if (!arm_deadline(r))
+		return C_TIMEOUT;
+	n = cpool_send(r->c, buf, len);
+	if (n < 0)
+		return errno_cls(r, (int)-n);
+	return (size_t)n == len ? C_OK : C_TIMEOUT;
+}
+
+/*
+ * Reads exactly the @len bytes of @want, comparing as they come, so that a
+ * wrong or short answer is seen at once instead of at the deadline. With
+ * @stray_ok, bytes holding '!' (never in an answer) are injected ones.
+ */
+/* Whether @buf (@len bytes so far) begins an answer in @alt. */
+static bool
+matches_doubt(const char *buf, size_t len, char (*alt)[200], unsigned nalt)
+{
+	for (unsigned i = 0; alt && i < nalt && i < DOUBT_MAX; i++) {
+		size_t alen = strlen(alt[i]);
+
+		if (alen && !memcmp(buf, alt[i], len < alen ? len : alen))
+			return true;
+	}
+	return false;
+}
+
+static enum cls
+expect_or(struct req *r, const char *want, size_t len, bool stray_ok,
+	  char (*alt)[200], unsigned nalt)
+{
+	char buf[1024], a[64], b[64];
+	size_t got = 0;
+	ssize_t n;
+
+	while (got < len) {
+		if (!arm_deadline(r))
+			return C_TIMEOUT;
+		n = cpool_recv(r->c, buf + got, len - got);
+		if (n == 0)
+			return C_EOF;
+		if (n < 0)
+			return errno_cls(r, (int)-n);
+		if (memcmp(buf + got, want + got, (size_t)n)) {
+			got += (size_t)n;
+			if (stray_ok && memchr(buf, '!', got))
+				return C_STRAY;
+			if (matches_doubt(buf, got, alt, nalt))
+				return C_LATE;
+			escape(a, sizeof(a), buf, got);
+			escape(b, sizeof(b), want, len);
+			snprintf(r->detail, sizeof(r->detail),
+				 "got \"%s\" want \"%s\"", a, b);
+			return C_WRONG;
+		}
+		got += (size_t)n;
+	}
+	return C_OK;
+}
+
+static enum cls
+expect(struct req *r, const char *want, size_t len, bool stray_ok)
+{
+	return expect_or(r, want, len, stray_ok, NULL, 0);
+}
+
+static void
+random_text(uint64_t *rng, char *buf, unsigned len)
+{
+	static const char abc[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+
+	for (unsigned i = 0; i < len; i++)
+		buf[i] = abc[rnd_next(rng) % (sizeof(abc) - 1)];
+	buf[len] = '\0';
+}
+
+/* memcached text protocol: set, then get the same key, on one lease. */
+static enum cls
+req_memcached(struct req *r)
+{
+	char val[128], cmd[256], want[256];
+	unsigned len = rnd_range(&r->w->rng, 1, 100);
+	enum cls k;
+	int n;
+
+	struct worker *w = r->w;
+
+	random_text(&w->rng, val, len);
+	n = snprintf(want, sizeof(want), "VALUE soak:%u 0 %u\r\n%s\r\nEND\r\n",
+		     w->idx, len, val);
+	n = snprintf(cmd, sizeof(cmd), "set soak:%u 0 0 %u\r\n%s\r\n", w->idx,
+		     len, val);
+	k = send_req(r, cmd, (size_t)n);
+	if (k == C_OK)
+		k = expect(r, "STORED\r\n", 8, false);
+	if (k == C_OK) {
+		n = snprintf(cmd, sizeof(cmd), "get soak:%u\r\n", w->idx);
+		k = send_req(r, cmd, (size_t)n);
+	}
+	if (k == C_OK)
+		k = expect_or(r, want, strlen(want), false, w->mc_doubt,
+			      w->mc_ndoubt);
+	if (k != C_OK && k != C_WRONG) /* the set may yet be applied */
+		snprintf(w->mc_doubt[w->mc_ndoubt++ % DOUBT_MAX],
+			 sizeof(w->mc_doubt[0]), "%s", want);
+	return k;
+}
+
+static enum cls
+hiredis_error(struct req *r, redisContext *ctx, int saved_errno)
+{
+	switch (ctx->err) {
+	case REDIS_ERR_IO:
+		if (!saved_errno) /* hiredis kept the text only */
+			saved_errno = strstr(ctx->errstr, "reset") ? ECONNRESET
+				      : strstr(ctx->errstr, "pipe") ? EPIPE
+				      : strstr(ctx->errstr, "temporarily")
+					      ? EAGAIN
+					      : EIO;
+		return errno_cls(r, saved_errno);
+	case REDIS_ERR_EOF:
+		return C_EOF;
+	case REDIS_ERR_PROTOCOL:
+		snprintf(r->detail, sizeof(r->detail), "hiredis protocol: %s",
+			 ctx->errstr);
+		return C_WRONG;
+	default:
+		snprintf(r->detail, sizeof(r->detail), "hiredis err %d: %s",
+			 ctx->err, ctx->errstr);
+		return C_OTHER;
+	}
+}
+
+/* One command; the reply (or NULL with the class in *k). */
+static redisReply *
+redis_cmd(struct req *r, redisContext *ctx, enum cls *k, const char *fmt,
+	  ...)
+{
+	redisReply *rep;
+	va_list ap;
+
+	if (!arm_deadline(r)) {
+		*k = C_TIMEOUT;
+		return NULL;
+	}
+	errno = 0;
+	va_start(ap, fmt);
+	rep = redisvCommand(ctx, fmt, ap);
+	va_end(ap);
+	if (!rep) {
+		*k = hiredis_error(r, ctx, errno);
+		return NULL;
+	}
+	if (rep->type == REDIS_REPLY_ERROR) {
+		snprintf(r->detail, sizeof(r->detail), "redis error \"%s\"",
+			 rep->str);
+		*k = C_WRONG;
+		freeReplyObject(rep);
+		return NULL;
+	}
+	return rep;
+}
+
+/*
+ * redis through hiredis on the pooled fd: SET, GET, INCR on one lease.
+ * redisFreeKeepFd() before the release, always: the fd is the pool's.
+ */
+static enum cls
+req_redis(struct req *r, const struct snap *sn0, struct target *t)
+{
+	struct worker *w = r->w;
+	redisContext *ctx = redisConnectFd(r->fd);
+	redisReply *rep;
+	enum cls k = C_OK;
+	char val[128];
+	unsigned len = rnd_range(&w->rng, 1, 100);
+	uint64_t kills;
+	long long v;
+	bool same, set_sent = false;
+
+	if (!ctx) {
+		snprintf(r->detail, sizeof(r->detail), "redisConnectFd: NULL");
+		return C_OTHER;
+	}
+	random_text(&w->rng, val, len);
+	set_sent = true;
+	rep = redis_cmd(r, ctx, &k, "SET soak:%u %s", w->idx, val);
+	if (!rep)
+		goto out;
+	if (rep->type != REDIS_REPLY_STATUS || strcmp(rep->str, "OK")) {
+		snprintf(r->detail, sizeof(r->detail),
+			 "SET: reply type %d \"%s\"", rep->type,
+			 rep->str ? rep->str : "");
+		k = C_WRONG;
+	}
+	freeReplyObject(rep);
+	if (k != C_OK)
+		goto out;
+	rep = redis_cmd(r, ctx, &k, "GET soak:%u", w->idx);
+	if (!rep)
+		goto out;
+	if (rep->type != REDIS_REPLY_STRING || strcmp(rep->str, val)) {
+		k = C_WRONG;
+		for (unsigned i = 0; rep->type == REDIS_REPLY_STRING &&
+				     i < w->rd_ndoubt && i < DOUBT_MAX; i++)
+			if (!strcmp(rep->str, w->rd_doubt[i]))
+				k = C_LATE;
+		snprintf(r->detail, sizeof(r->detail),
+			 "GET: type %d \"%.40s\" want \"%.40s\"", rep->type,
+			 rep->str ? rep->str : "", val);
+	}
+	freeReplyObject(rep);
+	if (k != C_OK)
+		goto out;
+	rep = redis_cmd(r, ctx, &k, "INCR soak:ctr:%u", w->idx);
+	if (!rep) {
+		w->incr_doubt++;
+		goto out;
+	}
+	v = rep->type == REDIS_REPLY_INTEGER ? rep->integer : -1;
+	kills = LOAD(&t->kills);
+	/*
+	 * The server was up with no restart begun from the start of this
+	 * request until its reply: the INCR ran on instance sn0->g. If the
+	 * last one ran on that instance too, the counter moved by one.
+	 */
+	same = sn0->k == sn0->g && kills == sn0->k;
+	/* in-doubt INCRs may have been applied meanwhile, each once */
+	if (v < 1 || (same && w->incr_valid && w->incr_kills == sn0->k &&
+		      (v <= w->incr_last ||
+		       v > w->incr_last + 1 + w->incr_doubt))) {
+		snprintf(r->detail, sizeof(r->detail),
+			 "INCR: type %d value %lld after %lld", rep->type, v,
+			 w->incr_valid ? w->incr_last : 0);
+		k = C_WRONG;
+	}
+	if (same && w->incr_valid && v > w->incr_last + 1 &&
+	    v <= w->incr_last + 1 + w->incr_doubt)
+		w->incr_doubt -= (unsigned)(v - w->incr_last - 1);
+	else if (!same || !w->incr_valid)
+		w->incr_doubt = 0;
+	w->incr_last = v;
+	w->incr_kills = sn0->k;
+	w->incr_valid = same;
+	freeReplyObject(rep);
+out:
+	if (set_sent && k != C_OK && k != C_WRONG)
+		snprintf(w->rd_doubt[w->rd_ndoubt++ % DOUBT_MAX],
+			 sizeof(w->rd_doubt[0]), "%s", val);
+	redisFreeKeepFd(ctx);
+	return k;
+}
+
+/* The fault server's echo. */
+static enum cls
+req_echo(struct req *r)
+{
+	char msg[256];
+	unsigned len = rnd_range(&r->w->rng, 8, 200);
+	int n = snprintf(msg, sizeof(msg), "E%u-%" PRIu64 "-", r->w->idx,
+			 r->w->seq);
+	enum cls k;
+
+	random_text(&r->w->rng, msg + n, len);
+	n += (int)len;
+	msg[n++] = '\n';
+	k = send_req(r, msg, (size_t)n);
+	if (k == C_OK)
+		k = expect(r, msg, (size_t)n, true);
+	if (k == C_OK) {
+		int port = local_port(r->fd);
+
+		if (port > 0)
+			STORE(&r->w->fs_port, port);
+	}
+	return k;
+}
+
+/* ---- request threads --------------------------------------------------- */
+
+static enum cls
+acquire_cls(enum tgt t, int err)
+{
+	switch (-err) {
+	case ECONNREFUSED:
+		return t == T_FS ? C_ACQ_OTHER : C_ACQ_REFUSED;
+	case ETIMEDOUT:
+		return C_ACQ_TIMEDOUT;
+	case ECONNRESET:
+	case ECONNABORTED:
+		/*
+		 * The connect completed and a RST followed at once: a server
+		 * dying, or an injected RST hitting the new connection. It
+		 * starts a backoff, whose fail-fasts return it again.
+		 */
+		return C_ACQ_RESET;
+	default:
+		return C_ACQ_OTHER;
+	}
+}
+
+/* A failed request on a reused connection: stale, dirty, or neither. */
+static void
+judge_failure(struct worker *w, enum tgt ti, enum cls k, uint64_t label,
+	      const struct snap *sn0, int64_t start)
+{
+	struct soak *s = w->s;
+	struct target *t = &s->t[ti];
+
+	if (ti == T_FS && k == C_STRAY) {
+		int64_t begin = LOAD(&t->stray_begin_ms);
+		int64_t end = LOAD(&t->stray_end_ms);
+
+		if (begin <= end && start > end + SOAK_SETTLE_MS) {
+			w->dirty++;
+			fail(s, "DIRTY HANDOUT: %s request started %lld ms after "
+			     "the last stray injection read stray bytes",
+			     tgt_name[ti], (long long)(start - end));
+		}
+		return;
+	}
+	if ((ti == T_FS && k == C_TIMEOUT_STALL) || k == C_LATE)
+		return;
+	if (!label) {
+		w->unlabelled_fail++;
+		return;
+	}
+	if (label - 1 < sn0->g && sn0->k == sn0->g &&
+	    start > sn0->up + SOAK_SETTLE_MS && LOAD(&t->kills) == sn0->k) {
+		w->stale[ti]++;
+		fail(s, "STALE: %s request started %lld ms after restart %llu "
+		     "failed (%s) on a connection from instance %llu",
+		     tgt_name[ti], (long long)(start - sn0->up),
+		     (unsigned long long)sn0->g, cls_name[k],
+		     (unsigned long long)(label - 1));
+	}
+}
+
+/* A random target, skipping one in a quiet window. */
+static enum tgt
+pick_target(struct worker *w)
+{
+	unsigned first = rnd_range(&w->rng, 0, T_COUNT - 1);
+	int64_t now = now_ms();
+	enum tgt ti = (enum tgt)first;
+
+	for (unsigned j = 0; j < T_COUNT; j++) {
+		ti = (enum tgt)((first + j) % T_COUNT);
+		if (LOAD(&w->s->t[ti].quiet_until) <= now)
+			break;
+	}
+	return ti;
+}
+
+/*
+ * Milliseconds of [from, to] during which the whole process was stalled
+ * (the machine or a sanitizer runtime stopped it): no bound of the pool's
+ * can hold while its threads do not run.
+ */
+static int64_t
+frozen_ms(struct soak *s, int64_t from, int64_t to)
+{
+	int64_t sum = 0;
+
+	pthread_mutex_lock(&s->lock);
+	for (unsigned i = 0; i < s->nfreeze && i < FREEZE_MAX; i++) {
+		int64_t a = s->freeze[i][0] > from ? s->freeze[i][0] : from;
+		int64_t b = s->freeze[i][1] < to ? s->freeze[i][1] : to;
+
+		if (b > a)
+			sum += b - a;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return sum;
+}
+
+static void
+one_iteration(struct worker *w)
+{
+	struct soak *s = w->s;
+	enum tgt ti = pick_target(w);
+	struct target *t = &s->t[ti];
+	struct req r = { .w = w };
+	int64_t start = now_ms(), t1, t2;
+	struct snap sn0 = snap_of(t), sn1;
+	uint64_t label = 0;
+	bool reused;
+	enum cls k;
+	int err;
+
+	STORE(&w->busy_since, start);
+	w->seq++;
+	err = cpool_acquire(s->pool, t->addr, &r.c);
+	t1 = now_ms();
+	if (t1 - start > w->max_acq_ms)
+		w->max_acq_ms = t1 - start;
+	if (err) {
+		k = acquire_cls(ti, err);
+		w->n[ti][k]++;
+		if (k == C_ACQ_OTHER)
+			fail(s, "UNCLASSIFIED: %s acquire: %d (%s)",
+			     tgt_name[ti], err, strerror(-err));
+		sn1 = snap_of(t);
+		/* refused although the server answered all along */
+		if ((k == C_ACQ_REFUSED || k == C_ACQ_RESET) &&
+		    sn0.k == sn0.g && sn1.k == sn0.k) {
+			max_store(&t->max_refused_up_ms, start - sn0.up);
+			if (ti != T_FS && sn0.g < RLOG_MAX) {
+				struct rlog *rl = &s->rlog[ti][sn0.g];
+
+				ADD(&rl->late_fails, 1);
+				STORE(&rl->late_err, err);
+				max_store(&rl->late_ms, start - sn0.up);
+			}
+			if (start > sn0.up + RECOVER_BUG_MS)
+				fail(s, "NO RECOVERY: %s acquire failed %lld ms "
+				     "after it came back: %s", tgt_name[ti],
+				     (long long)(start - sn0.up),
+				     strerror(-err));
+		}
+		goto done;
+	}
+	r.fd = cpool_conn_fd(r.c);
+	reused = cpool_conn_reused(r.c);
+	if (!reused) {
+		sn1 = snap_of(t);
+		label = sn0.k == sn0.g && sn1.k == sn0.k ? sn0.g + 1 : 0;
+		if (r.fd >= 0 && r.fd < FD_LABELS)
+			__atomic_store_n(&s->fdlabel[r.fd], label,
+					 __ATOMIC_RELAXED);
+	} else if (r.fd >= 0 && r.fd < FD_LABELS) {
+		label = __atomic_load_n(&s->fdlabel[r.fd], __ATOMIC_RELAXED);
+	}
+
+	r.deadline = t1 + REQUEST_DEADLINE_MS;
+	if (ti == T_MC)
+		k = req_memcached(&r);
+	else if (ti == T_REDIS)
+		k = req_redis(&r, &sn0, t);
+	else
+		k = req_echo(&r);
+	t2 = now_ms();
+	if (t2 - t1 > w->max_req_ms)
+		w->max_req_ms = t2 - t1;
+	/* Anything but a complete exchange may leave bytes in flight. */
+	cpool_release(r.c, k == C_OK ? 0 : CPOOL_RELEASE_CLOSE);
+
+	if (k == C_TIMEOUT && ti == T_FS &&
+	    (LOAD(&t->stall_on) || LOAD(&t->stall_end_ms) >= start))
+		k = C_TIMEOUT_STALL;
+	w->n[ti][k]++;
+	if (k == C_OK) {
+		uint64_t seen = LOAD(&t->recovered_gen);
+
+		/* a dead instance cannot answer: mislabelled, or a bug */
+		if (ti != T_FS && reused && label && label - 1 < sn0.g)
+			w->reused_old_ok++;
+		/* the first success after a restart: how long it took */
+		if (ti != T_FS && sn0.k == sn0.g && sn0.g > seen &&
+		    __atomic_compare_exchange_n(&t->recovered_gen, &seen,
+						sn0.g, false, __ATOMIC_SEQ_CST,
+						__ATOMIC_SEQ_CST)) {
+			if (sn0.g < RLOG_MAX)
+				STORE(&s->rlog[ti][sn0.g].first_ok_ms, t2);
+		}
+	} else if (k == C_WRONG) {
+		fail(s, "WRONG ANSWER from %s: %s", tgt_name[ti], r.detail);
+	} else if (k == C_OTHER) {
+		fail(s, "UNCLASSIFIED: %s request: %s", tgt_name[ti],
+		     r.detail);
+	} else if (reused) {
+		judge_failure(w, ti, k, label, &sn0, start);
+	} else {
+		w->fresh_fail++;
+	}
+done:
+	t2 = now_ms();
+	if (t2 - start > w->max_iter_ms)
+		w->max_iter_ms = t2 - start;
+	if (t2 - start > ITER_BOUND_MS &&
+	    t2 - start - frozen_ms(s, start, t2) > ITER_BOUND_MS)
+		fail(s, "STUCK: thread %u spent %lld ms on one %s request "
+		     "(acquire %lld ms: %s; bound %d ms; %lld ms of it the "
+		     "process was stalled)", w->idx, (long long)(t2 - start),
+		     tgt_name[ti], (long long)(t1 - start),
+		     err ? strerror(-err) : r.c ? "ok" : "?", ITER_BOUND_MS,
+		     (long long)frozen_ms(s, start, t2));
+	STORE(&w->busy_since, 0);
+}
+
+static void *
+worker_main(void *arg)
+{
+	struct worker *w = arg;
+
+	while (!LOAD(&w->s->stop))
+		one_iteration(w);
+	return NULL;
+}
+
+/* ---- sampler ----------------------------------------------------------- */
+
+static int
+stats_read(struct cpool *pool, const char *addr, struct cpool_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->size = sizeof(*st);
+	return cpool_stats_get(pool, addr, st);
+}
+
+static void *
+sampler_main(void *arg)
+{
+	struct soak *s = arg;
+	size_t plen = 1 << 16;
+	char *prom = malloc(plen);
+	struct cpool_stats st;
+	int64_t last = now_ms();
+
+	while (!LOAD(&s->sampler_stop)) {
+		int64_t now = now_ms();
+		int err;
+
+		if (now - last > FREEZE_MS) {
+			pthread_mutex_lock(&s->lock);
+			s->freeze[s->nfreeze % FREEZE_MAX][0] = last;
+			s->freeze[s->nfreeze % FREEZE_MAX][1] = now;
+			s->nfreeze++;
+			if (now - last > s->max_freeze_ms)
+				s->max_freeze_ms = now - last;
+			pthread_mutex_unlock(&s->lock);
+		}
+		last = now;
+
+		for (int i = 0; i < T_COUNT; i++) {
+			err = stats_read(s->pool, s->t[i].addr, &st);
+			if (err) {
+				fail(s, "cpool_stats_get(%s): %d", tgt_name[i],
+				     err);
+				continue;
+			}
+			if (st.open > s->t[i].max_open)
+				s->t[i].max_open = st.open;
+			if (st.open > CAP)
+				fail(s, "CAP: %s open %u > max %u", tgt_name[i],
+				     st.open, CAP);
+		}
+		if (stats_read(s->pool, NULL, &st) == 0 &&
+		    st.open > T_COUNT * CAP)
+			fail(s, "CAP: pool open %u > %u", st.open,
+			     T_COUNT * CAP);
+		if (prom && s->samples % 10 == 0) {
+			err = cpool_stats_format(s->pool, prom, plen);
+			if (err <= 0)
+				fail(s, "cpool_stats_format: %d", err);
+			s->formats++;
+		}
+		for (unsigned i = 0; i < s->nthreads; i++) {
+			int64_t b = LOAD(&s->w[i].busy_since);
+
+			if (!b)
+				continue;
+			if (now - b > s->max_busy_ms)
+				s->max_busy_ms = now - b;
+			if (now - b > ITER_BOUND_MS + HANG_MS) {
+				fprintf(s->out, "soak: HANG: thread %u busy for "
+					"%lld ms; giving up\n", i,
+					(long long)(now - b));
+				fflush(s->out);
+				realsrv_kill_all();
+				_exit(3);
+			}
+		}
+		s->samples++;
+		poll(NULL, 0, SAMPLE_MS); /* the sampling period */
+	}
+	free(prom);
+	return NULL;
+}
+
+/* ---- chaos ------------------------------------------------------------- */
+
+/* A random worker's last fault-server port, or 0 if none yet. */
+static int
+some_fs_port(struct soak *s)
+{
+	unsigned i = rnd_range(&s->rng, 0, s->nthreads - 1);
+
+	return LOAD(&s->w[i].fs_port);
+}
+
+static void
+stall_end(struct soak *s)
+{
+	struct target *t = &s->t[T_FS];
+
+	fs_set_mode(s->fs, FS_MODE_ECHO);
+	STORE(&t->stall_end_ms, now_ms());
+	STORE(&t->stall_on, 0);
+}
+
+/*
+ * Quiet windows. Under full load every pooled connection is reused within
+ * microseconds, so a dead one fails during the downtime itself and no
+ * connection ever sits idle across a restart: the stale check would have
+ * nothing to see. So half the restarts and a quarter of the FIN/RST/stray
+ * injections happen in a quiet window of their target: no new request
+ * starts from just before the action until 150-400 ms after it, i.e.
+ * after it settled. The idle connections it killed must then be evicted
+ * by the workers or rejected by the checkout probe; any handed out is a
+ * stale failure (or a dirty handout). memcached and redis are never quiet
+ * together, so traffic never stops.
+ */
+static bool
+quiet_begin(struct soak *s, enum tgt ti)
+{
+	int64_t now = now_ms();
+
+	if (ti != T_FS &&
+	    LOAD(&s->t[ti == T_MC ? T_REDIS : T_MC].quiet_until) > now)
+		return false;
+	STORE(&s->t[ti].quiet_until, INT64_MAX);
+	s->t[ti].quiets++;
+	return true;
+}
+
+static void
+quiet_end(struct soak *s, enum tgt ti)
+{
+	STORE(&s->t[ti].quiet_until,
+	      now_ms() + rnd_range(&s->rng, SOAK_SETTLE_MS + 50, 400));
+}
+
+static void
+inject(struct soak *s, enum fault f)
+{
+	static const char stray[] = STRAY;
+	struct target *t = &s->t[T_FS];
+	bool one = f == F_FIN_ONE || f == F_RST_ONE || f == F_STRAY_ONE;
+	int port = one ? some_fs_port(s) : 0;
+	bool quiet;
+	int hit = 0;
+
+	if (f == F_STALL) {
+		STORE(&t->stall_on, 1);
+		fs_set_mode(s->fs, FS_MODE_STALL);
+		s->stall_until = now_ms() + rnd_range(&s->rng, 150, 1200);
+		s->faults[f]++;
+		return;
+	}
+	if (one && !port)
+		return; /* no connection known yet */
+	quiet = rnd_range(&s->rng, 0, 3) == 0 && quiet_begin(s, T_FS);
+	if (f == F_STRAY_ALL || f == F_STRAY_ONE) {
+		STORE(&t->stray_begin_ms, now_ms());
+		hit = fs_act(s->fs, FS_ACT_SEND, port, stray,
+			     sizeof(stray) - 1);
+		STORE(&t->stray_end_ms, now_ms());
+	} else {
+		ADD(&t->kills, 1);
+		hit = fs_act(s->fs,
+			     f == F_FIN_ALL || f == F_FIN_ONE ? FS_ACT_CLOSE
+							     : FS_ACT_RESET,
+			     port, NULL, 0);
+		STORE(&t->up_ms, now_ms());
+		ADD(&t->gen, 1);
+	}
+	if (quiet)
+		quiet_end(s, T_FS);
+	s->faults[f]++;
+	s->hits[f] += (unsigned)hit;
+}
+
+static enum fault
+pick_fault(struct soak *s)
+{
+	unsigned total = 0, r;
+	int f;
+
+	for (f = 0; f < F_COUNT; f++)
+		total += fault_weight[f];
+	r = rnd_range(&s->rng, 0, total - 1);
+	for (f = 0; r >= fault_weight[f]; f++)
+		r -= fault_weight[f];
+	if (f == F_STALL && LOAD(&s->t[T_FS].stall_on))
+		f = F_FIN_ONE;
+	return (enum fault)f;
+}
+
+/* Restarts memcached or redis on its port; false if it did not come back. */
+static bool
+restart(struct soak *s, enum tgt ti)
+{
+	struct target *t = &s->t[ti];
+	int sig = rnd_next(&s->rng) & 1 ? SIGKILL : SIGTERM;
+	uint64_t g = LOAD(&t->gen) + 1;
+	struct rlog *rl = g < RLOG_MAX ? &s->rlog[ti][g] : NULL;
+	struct cpool_stats st0, st1;
+	bool quiet = rnd_next(&s->rng) & 2 && quiet_begin(s, ti);
+	int err;
+
+	stats_read(s->pool, t->addr, &st0);
+	ADD(&t->kills, 1);
+	if (rl) {
+		rl->sig = sig;
+		rl->quiet = quiet;
+		rl->kill_ms = now_ms();
+	}
+	err = realsrv_stop(&s->srv[ti], sig);
+	if (rl)
+		rl->dead_ms = now_ms();
+	if (!err)
+		err = realsrv_start_again(&s->srv[ti]);
+	if (err) {
+		fail(s, "RESTART: %s did not come back on %s: %d (%s)",
+		     tgt_name[ti], t->addr, err, strerror(-err));
+		return false;
+	}
+	stats_read(s->pool, t->addr, &st1);
+	if (rl) {
+		rl->up_ms = now_ms();
+		rl->fail_fasts = st1.fail_fasts - st0.fail_fasts;
+		rl->connect_failures =
+			st1.connect_failures - st0.connect_failures;
+	}
+	STORE(&t->up_ms, rl ? rl->up_ms : now_ms());
+	ADD(&t->gen, 1);
+	if (quiet)
+		quiet_end(s, ti);
+	s->restarts[ti][sig == SIGKILL]++;
+	return true;
+}
+
+/*
+ * Every 100-500 ms a chaos tick injects three faults; a restart of
+ * memcached or redis comes due every 0.4-1.2 s. Both run on schedules of
+ * their own, so a slow restart (memcached may take a second to obey
+ * SIGTERM) does not thin out the faults: ticks that came due meanwhile
+ * run right after it, back to back.
+ */
+static void
+chaos(struct soak *s, unsigned seconds)
+{
+	int64_t now = now_ms(), end = now + (int64_t)seconds * 1000;
+	int64_t next_fault = now + rnd_range(&s->rng, 100, 500);
+	int64_t next_restart = now + rnd_range(&s->rng, 400, 1200);
+	bool ok = true;
+
+	while (ok && now < end) {
+		int64_t wake = next_fault < next_restart ? next_fault
+							 : next_restart;
+
+		if (LOAD(&s->t[T_FS].stall_on) && s->stall_until < wake)
+			wake = s->stall_until;
+		if (wake > end)
+			wake = end;
+		if (wake > now)
+			poll(NULL, 0, (int)(wake - now)); /* chaos pacing */
+		now = now_ms();
+		if (LOAD(&s->t[T_FS].stall_on) && now >= s->stall_until)
+			stall_end(s);
+		if (now >= next_fault) {
+			for (int i = 0; i < 3; i++)
+				inject(s, pick_fault(s));
+			next_fault += rnd_range(&s->rng, 100, 500);
+		} else if (now >= next_restart) {
+			ok = restart(s, (enum tgt)rnd_range(&s->rng, 0, 1));
+			next_restart += rnd_range(&s->rng, 400, 1200);
+		}
+		now = now_ms();
+	}
+	if (LOAD(&s->t[T_FS].stall_on))
+		stall_end(s);
+}
+
+/* ---- at rest, report ----------------------------------------------------- */
+
+static bool
+same_stats(const struct cpool_stats *a, const struct cpool_stats *b)
+{
+	return !memcmp(a, b, sizeof(*a));
+}
+
+static unsigned long long
+closed_sum(const struct cpool_stats *st)
+{
+	unsigned long long n = 0;
+
+	for (int r = 0; r < CPOOL_CLOSE_REASON_COUNT; r++)
+		n += st->closed[r];
+	return n;
+}
+
+/*
+ * Waits (up to 10 s) until the counters stop moving (the workers may still
+ * be evicting what the last faults hit), then checks the pool is at rest:
+ * leased == 0, open == idle + leased, open == connects - closed; for the
+ * pool and for each endpoint.
+ */
+static void
+check_rest(struct soak *s, struct cpool_stats *whole)
+{
+	int64_t deadline = now_ms() + 10000;
+	struct cpool_stats a, b;
+
+	for (;;) {
+		stats_read(s->pool, NULL, &a);
+		poll(NULL, 0, 50); /* the window in which nothing may move */
+		stats_read(s->pool, NULL, &b);
+		if ((same_stats(&a, &b) && b.leased == 0 &&
+		     b.open == b.idle + b.leased) ||
+		    now_ms() > deadline)
+			break;
+	}
+	*whole = b;
+	for (int i = -1; i < T_COUNT; i++) {
+		const char *name = i < 0 ? "pool" : tgt_name[i];
+
+		if (i >= 0)
+			stats_read(s->pool, s->t[i].addr, &b);
+		else
+			b = *whole;
+		if (b.leased != 0)
+			fail(s, "AT REST: %s leased %u, want 0", name,
+			     b.leased);
+		if (b.open != b.idle + b.leased)
+			fail(s, "AT REST: %s open %u != idle %u + leased %u",
+			     name, b.open, b.idle, b.leased);
+		if (b.open != b.connects - closed_sum(&b))
+			fail(s, "AT REST: %s open %u != connects %llu - "
+			     "closed %llu", name, b.open,
+			     (unsigned long long)b.connects, closed_sum(&b));
+	}
+}
+
+static bool
+sigpipe_default(void)
+{
+	struct sigaction sa;
+
+	return sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL;
+}
+
+static int
+cmp_i64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * Per server: how long restarts kept it away (kill to answering) and how
+ * long the pool took to serve again once it answered (the connect backoff
+ * decides that). SOAK_VERBOSE=1 lists every restart.
+ */
+static void
+report_restarts(struct soak *s)
+{
+	bool verbose = getenv("SOAK_VERBOSE") && *getenv("SOAK_VERBOSE");
+	int64_t down[RLOG_MAX], rec[RLOG_MAX];
+
+	for (int ti = 0; ti < 2; ti++) {
+		uint64_t gens = LOAD(&s->t[ti].gen), ff = 0;
+		size_t n = 0, nr = 0;
+
+		for (uint64_t g = 1; g <= gens && g < RLOG_MAX; g++) {
+			struct rlog *rl = &s->rlog[ti][g];
+			int64_t ok = LOAD(&rl->first_ok_ms);
+
+			down[n++] = rl->up_ms - rl->kill_ms;
+			ff += rl->fail_fasts;
+			if (ok && !rl->quiet)
+				rec[nr++] = ok - rl->up_ms;
+			if (verbose)
+				fprintf(s->out, "  %s restart %" PRIu64 ": %s, "
+					"dead after %lld ms, answering after "
+					"%lld ms, first ok %lld ms later%s; "
+					"during it %" PRIu64 " connect "
+					"failures, %" PRIu64 " fail-fasts; "
+					"after it %" PRIu64 " failed acquires "
+					"(last %d, %lld ms after)\n",
+					tgt_name[ti], g,
+					rl->sig == SIGKILL ? "SIGKILL"
+							   : "SIGTERM",
+					(long long)(rl->dead_ms - rl->kill_ms),
+					(long long)(rl->up_ms - rl->kill_ms),
+					ok ? (long long)(ok - rl->up_ms) : -1LL,
+					rl->quiet ? " (quiet)" : "",
+					rl->connect_failures, rl->fail_fasts,
+					LOAD(&rl->late_fails),
+					LOAD(&rl->late_err),
+					(long long)LOAD(&rl->late_ms));
+		}
+		if (!n)
+			continue;
+		qsort(down, n, sizeof(down[0]), cmp_i64);
+		qsort(rec, nr, sizeof(rec[0]), cmp_i64);
+		fprintf(s->out, "%s restarts: away (kill to answering) median "
+			"%lld ms, max %lld ms; first ok after answering (not "
+			"quiet) median %lld ms, max %lld ms; acquires still "
+			"failing up to %lld ms after answering\n", tgt_name[ti],
+			(long long)down[n / 2], (long long)down[n - 1],
+			nr ? (long long)rec[nr / 2] : -1LL,
+			nr ? (long long)rec[nr - 1] : -1LL,
+			(long long)LOAD(&s->t[ti].max_refused_up_ms));
+	}
+}
+
+/* The request threads' results, summed. */
+struct totals {
+	uint64_t n[T_COUNT][C_COUNT];
+	uint64_t ok, bad, stale, dirty, fresh, unlabelled, reused_old;
+	int64_t acq, req, iter;
+};
+
+static void
+sum_workers(const struct soak *s, struct totals *tot)
+{
+	memset(tot, 0, sizeof(*tot));
+	for (unsigned i = 0; i < s->nthreads; i++) {
+		const struct worker *w = &s->w[i];
+
+		for (int t = 0; t < T_COUNT; t++) {
+			for (int c = 0; c < C_COUNT; c++) {
+				tot->n[t][c] += w->n[t][c];
+				if (c == C_OK)
+					tot->ok += w->n[t][c];
+				else
+					tot->bad += w->n[t][c];
+			}
+			tot->stale += w->stale[t];
+		}
+		tot->dirty += w->dirty;
+		tot->fresh += w->fresh_fail;
+		tot->unlabelled += w->unlabelled_fail;
+		tot->reused_old += w->reused_old_ok;
+		tot->acq = w->max_acq_ms > tot->acq ? w->max_acq_ms : tot->acq;
+		tot->req = w->max_req_ms > tot->req ? w->max_req_ms : tot->req;
+		if (w->max_iter_ms > tot->iter)
+			tot->iter = w->max_iter_ms;
+	}
+}
+
+/* Requests by class, chaos, the stale verdict, stalls, the cap. */
+static void
+report_requests(struct soak *s, unsigned seconds, const struct totals *tot)
+{
+	FILE *o = s->out;
+	unsigned faults = 0, hits = 0;
+
+	for (int f = 0; f < F_COUNT; f++) {
+		faults += s->faults[f];
+		hits += s->hits[f];
+	}
+	fprintf(o, "\n== cpool chaos soak: %u s, %u threads, cap %u per "
+		"endpoint, acquire_timeout %d ms, request deadline %d ms ==\n",
+		seconds, s->nthreads, CAP, ACQUIRE_TIMEOUT_MS,
+		REQUEST_DEADLINE_MS);
+	fprintf(o, "servers: memcached %s, redis %s, fault server %s\n",
+		s->t[T_MC].addr, s->t[T_REDIS].addr, s->t[T_FS].addr);
+	fprintf(o, "%-42s %12s %12s %12s\n", "requests", tgt_name[0],
+		tgt_name[1], tgt_name[2]);
+	for (int c = 0; c < C_COUNT; c++)
+		if (c == C_OK || tot->n[0][c] || tot->n[1][c] || tot->n[2][c])
+			fprintf(o, "  %-40s %12" PRIu64 " %12" PRIu64
+				" %12" PRIu64 "\n", cls_name[c], tot->n[0][c],
+				tot->n[1][c], tot->n[2][c]);
+	fprintf(o, "  total: %" PRIu64 " ok, %" PRIu64 " failed (all "
+		"classified unless listed below)\n", tot->ok, tot->bad);
+	fprintf(o, "restarts: %u (memcached SIGTERM %u SIGKILL %u; redis "
+		"SIGTERM %u SIGKILL %u)\n", s->restarts[0][0] +
+		s->restarts[0][1] + s->restarts[1][0] + s->restarts[1][1],
+		s->restarts[0][0], s->restarts[0][1], s->restarts[1][0],
+		s->restarts[1][1]);
+	fprintf(o, "faults injected: %u (", faults);
+	for (int f = 0; f < F_COUNT; f++)
+		fprintf(o, "%s%s %u", f ? ", " : "", fault_name[f],
+			s->faults[f]);
+	fprintf(o, "); server connections hit: %u\n", hits);
+	fprintf(o, "quiet windows (action with no traffic until settled): "
+		"memcached %u, redis %u, fault %u\n", s->t[T_MC].quiets,
+		s->t[T_REDIS].quiets, s->t[T_FS].quiets);
+	fprintf(o, "stale failures after settle (%d ms): %" PRIu64
+		"; dirty handouts: %" PRIu64 "; failures on fresh connections "
+		"%" PRIu64 ", on unlabelled ones %" PRIu64 "\n",
+		SOAK_SETTLE_MS, tot->stale, tot->dirty, tot->fresh,
+		tot->unlabelled);
+	fprintf(o, "max acquire stall %lld ms, max request %lld ms, max "
+		"iteration %lld ms (bound %d = acquire %d + request %d + "
+		"slack %d), max busy seen by the sampler %lld ms\n",
+		(long long)tot->acq, (long long)tot->req,
+		(long long)tot->iter, ITER_BOUND_MS, ACQUIRE_TIMEOUT_MS,
+		REQUEST_DEADLINE_MS, SLACK_MS, (long long)s->max_busy_ms);
+	fprintf(o, "cap: max open memcached %u, redis %u, fault %u (cap %u) "
+		"over %" PRIu64 " samples; cpool_stats_format under load: %"
+		PRIu64 " calls\n", s->t[0].max_open, s->t[1].max_open,
+		s->t[2].max_open, CAP, s->samples, s->formats);
+	fprintf(o, "process stalls seen by the %d ms sampler (gaps > %d ms): "
+		"%u, longest %lld ms\n", SAMPLE_MS, FREEZE_MS, s->nfreeze,
+		(long long)s->max_freeze_ms);
+}
+
+/* The pool's counters at rest, fds, SIGPIPE, failures, the verdict. */
+static void
+report_pool(struct soak *s, const struct cpool_stats *pool,
+	    const struct cpool_stats *ep, const struct totals *tot)
+{
+	FILE *o = s->out;
+
+	fprintf(o, "pool: acquires %llu reuses %llu connects %llu "
+		"connect_failures %llu fail_fasts %llu backoffs %llu waits "
+		"%llu timeouts %llu steals %llu\n",
+		(unsigned long long)pool->acquires,
+		(unsigned long long)pool->reuses,
+		(unsigned long long)pool->connects,
+		(unsigned long long)pool->connect_failures,
+		(unsigned long long)pool->fail_fasts,
+		(unsigned long long)pool->backoffs,
+		(unsigned long long)pool->waits,
+		(unsigned long long)pool->timeouts,
+		(unsigned long long)pool->steals);
+	fprintf(o, "closed:");
+	for (int r = 1; r < CPOOL_CLOSE_REASON_COUNT; r++)
+		fprintf(o, " %s %llu",
+			cpool_close_reason_name((enum cpool_close_reason)r),
+			(unsigned long long)pool->closed[r]);
+	fprintf(o, "\n");
+	for (int t = 0; t < T_COUNT; t++)
+		fprintf(o, "%s: connect_failures %llu + fail_fasts %llu; "
+			"acquires failed on connect %" PRIu64 "\n",
+			tgt_name[t],
+			(unsigned long long)ep[t].connect_failures,
+			(unsigned long long)ep[t].fail_fasts,
+			tot->n[t][C_ACQ_REFUSED] + tot->n[t][C_ACQ_RESET]);
+	fprintf(o, "at rest: open %u idle %u leased %u\n", pool->open,
+		pool->idle, pool->leased);
+	fprintf(o, "fds: %d before the servers, %d before cpool_create, %d "
+		"after cpool_destroy, %d at the end\n", s->fd_start,
+		s->fd_pool, s->fd_destroy, s->fd_end);
+	fprintf(o, "SIGPIPE: %s at start and end; the process is alive\n",
+		s->pipe_ok ? "SIG_DFL" : "NOT SIG_DFL");
+	if (tot->reused_old)
+		fprintf(o, "note: %" PRIu64 " requests succeeded on reused "
+			"connections labelled with an earlier instance\n",
+			tot->reused_old);
+	report_restarts(s);
+	for (int i = 0; i < s->nnotes; i++)
+		fprintf(o, "FAIL: %s\n", s->notes[i]);
+	if (s->failed > s->nnotes)
+		fprintf(o, "FAIL: ... %d more\n", s->failed - s->nnotes);
+	fprintf(o, "result: %s (%d failed checks)\n",
+		s->failed ? "FAIL" : "PASS", s->failed);
+	fflush(o);
+}
+
+/* ---- the run ------------------------------------------------------------ */
+
+static int
+setup_pool(struct soak *s)
+{
+	struct cpool_config cfg;
+	int err;
+
+	cpool_config_init(&cfg);
+	cfg.max_conns_per_endpoint = CAP;
+	cfg.acquire_timeout_ms = ACQUIRE_TIMEOUT_MS;
+	cfg.connect_timeout_ms = CONNECT_TIMEOUT_MS;
+	cfg.max_lifetime_ms = LIFETIME_MS;
+	err = cpool_create(&cfg, &s->pool);
+	for (int i = 0; !err && i < T_COUNT; i++)
+		err = cpool_endpoint_add(s->pool, s->t[i].addr);
+	return err;
+}
+
+static void
+soak_free(struct soak *s)
+{
+	free(s->fdlabel);
+	free(s->w);
+	free(s->rlog[0]);
+	free(s->rlog[1]);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+}
+
+/* Servers, fault server, pool. Returns 0, or -errno with @why filled. */
+static int
+soak_setup(struct soak *s, char *why, size_t why_len)
+{
+	int err;
+
+	for (int i = 0; i < 2; i++) {
+		enum realsrv_kind kind = i == T_MC ? REALSRV_MEMCACHED
+						   : REALSRV_REDIS;
+
+		err = realsrv_start(&s->srv[i], kind);
+		if (err) {
+			snprintf(why, why_len, "cannot start %s: %s",
+				 realsrv_name(kind), strerror(-err));
+			return err;
+		}
+		snprintf(s->t[i].addr, sizeof(s->t[i].addr), "%s",
+			 s->srv[i].address);
+	}
+	s->fs = fs_start(FS_INET);
+	if (!s->fs) {
+		err = -errno;
+		snprintf(why, why_len, "fs_start: %s", strerror(errno));
+		return err;
+	}
+	snprintf(s->t[T_FS].addr, sizeof(s->t[T_FS].addr), "%s",
+		 fs_address(s->fs));
+	s->fdlabel = calloc(FD_LABELS, sizeof(*s->fdlabel));
+	s->w = calloc(s->nthreads, sizeof(*s->w));
+	s->rlog[0] = calloc(RLOG_MAX, sizeof(struct rlog));
+	s->rlog[1] = calloc(RLOG_MAX, sizeof(struct rlog));
+	if (!s->fdlabel || !s->w || !s->rlog[0] || !s->rlog[1]) {
+		snprintf(why, why_len, "out of memory");
+		return -ENOMEM;
+	}
+	s->fd_pool = count_open_fds();
+	err = setup_pool(s);
+	if (err)
+		snprintf(why, why_len, "pool setup: %s", strerror(-err));
+	return err;
+}
+
+/* Request threads and sampler run while the calling thread plays chaos. */
+static void
+soak_load(struct soak *s, unsigned seconds)
+{
+	pthread_t sampler;
+
+	for (unsigned i = 0; i < s->nthreads; i++) {
+		s->w[i].s = s;
+		s->w[i].idx = i;
+		s->w[i].rng = rnd_next(&s->rng) | 1;
+		pthread_create(&s->w[i].tid, NULL, worker_main, &s->w[i]);
+	}
+	pthread_create(&sampler, NULL, sampler_main, s);
+	chaos(s, seconds);
+	STORE(&s->stop, 1);
+	for (unsigned i = 0; i < s->nthreads; i++)
+		pthread_join(s->w[i].tid, NULL);
+	STORE(&s->sampler_stop, 1);
+	pthread_join(sampler, NULL);
+}
+
+/*
+ * Every failed acquire of an endpoint was either a connect failure or a
+ * fail-fast in backoff, one each: the counters and the callers agree.
+ */
+static void
+check_counters(struct soak *s, struct cpool_stats *ep)
+{
+	for (int i = 0; i < T_COUNT; i++) {
+		uint64_t seen = 0;
+
+		stats_read(s->pool, s->t[i].addr, &ep[i]);
+		for (unsigned j = 0; j < s->nthreads; j++)
+			seen += s->w[j].n[i][C_ACQ_REFUSED] +
+				s->w[j].n[i][C_ACQ_RESET];
+		if (seen != ep[i].connect_failures + ep[i].fail_fasts)
+			fail(s, "STATS: %s acquires failed on connect %llu != "
+			     "connect_failures %llu + fail_fasts %llu",
+			     tgt_name[i], (unsigned long long)seen,
+			     (unsigned long long)ep[i].connect_failures,
+			     (unsigned long long)ep[i].fail_fasts);
+	}
+}
+
+/* cpool_destroy(), then every fd back, servers stopped. */
+static void
+soak_teardown(struct soak *s)
+{
+	cpool_destroy(s->pool);
+	s->pool = NULL;
+	/* the fault server's side of our connections: its fds, not ours */
+	if (fs_wait_open(s->fs, 0, 10000))
+		fail(s, "fault server still has %u connections 10 s after "
+		     "cpool_destroy", fs_open(s->fs));
+	s->fd_destroy = count_open_fds();
+	if (s->fd_destroy != s->fd_pool)
+		fail(s, "FDS: %d after cpool_destroy, %d before cpool_create",
+		     s->fd_destroy, s->fd_pool);
+	fs_stop(s->fs);
+	s->fs = NULL;
+	realsrv_stop(&s->srv[0], SIGTERM);
+	realsrv_stop(&s->srv[1], SIGTERM);
+	s->fd_end = count_open_fds();
+	if (s->fd_end != s->fd_start)
+		fail(s, "FDS: %d at the end, %d at the start", s->fd_end,
+		     s->fd_start);
+}
+
+/* The run must have been chaotic enough to mean something. */
+static void
+check_chaos(struct soak *s, unsigned seconds)
+{
+	unsigned restarts = 0, faults = 0;
+
+	for (int i = 0; i < 2; i++)
+		restarts += s->restarts[i][0] + s->restarts[i][1];
+	for (int f = 0; f < F_COUNT; f++)
+		faults += s->faults[f];
+	if (restarts < seconds / 2)
+		fail(s, "CHAOS: %u restarts in %u s, want >= %u", restarts,
+		     seconds, seconds / 2);
+	if (faults < seconds * 5)
+		fail(s, "CHAOS: %u faults in %u s, want >= %u", faults,
+		     seconds, seconds * 5);
+	for (int t = 0; t < T_COUNT; t++) {
+		uint64_t ok = 0;
+
+		for (unsigned j = 0; j < s->nthreads; j++)
+			ok += s->w[j].n[t][C_OK];
+		if (!ok)
+			fail(s, "no request to %s ever succeeded", tgt_name[t]);
+	}
+}
+
+int
+soak_run(const struct soak_opts *opts, char *why, size_t why_len)
+{
+	struct soak *s = calloc(1, sizeof(*s));
+	struct cpool_stats whole, ep[T_COUNT];
+	struct totals tot;
+	int err;
+
+	if (!s)
+		return -ENOMEM;
+	s->out = opts->out ? opts->out : stdout;
+	s->nthreads = opts->threads ? opts->threads : SOAK_THREADS;
+	s->rng = ((uint64_t)now_ms() * 0x9E3779B97F4A7C15ull ^
+		  (uint64_t)getpid()) | 1;
+	pthread_mutex_init(&s->lock, NULL);
+	s->pipe_ok = sigpipe_default();
+	if (!s->pipe_ok)
+		fail(s, "SIGPIPE is not at its default disposition at start");
+	s->fd_start = count_open_fds();
+
+	err = soak_setup(s, why, why_len);
+	if (err) {
+		if (s->pool)
+			cpool_destroy(s->pool);
+		if (s->fs)
+			fs_stop(s->fs);
+		realsrv_stop(&s->srv[0], SIGKILL);
+		realsrv_stop(&s->srv[1], SIGKILL);
+		soak_free(s);
+		return err;
+	}
+	soak_load(s, opts->seconds);
+	check_rest(s, &whole);
+	check_counters(s, ep);
+	soak_teardown(s);
+	if (!sigpipe_default()) {
+		s->pipe_ok = false;
+		fail(s, "SIGPIPE is not at its default disposition at the end");
+	}
+	check_chaos(s, opts->seconds);
+
+	sum_workers(s, &tot);
+	report_requests(s, opts->seconds, &tot);
+	report_pool(s, &whole, ep, &tot);
+	if (s->failed && why_len)
+		snprintf(why, why_len, "%s", s->notes[0]);
+	err = s->failed;
+	soak_free(s);
+	return err;
+}

@@ -1,0 +1,63 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The chaos soak (issue 5), as a function: `make soak` runs it from its own
+ * binary (tests/soak/soak_main.c), `make test` for 10 s from a Criterion
+ * test (tests/test_soak.c).
+ *
+ * Worker threads run acquire / request / release loops against a real
+ * memcached, a real redis-server (hiredis over the pooled fd) and the
+ * project's fault server (echo), while the calling thread plays chaos:
+ * every 100-500 ms it injects three faults through the fault server (FIN,
+ * RST, stray bytes, all connections or one; stalls), and every 0.4-1.2 s
+ * it restarts memcached or redis (SIGTERM or SIGKILL, same port); some of
+ * these happen in a quiet window of their target (soak.c). A
+ * sampler thread checks the cap and that no thread is stuck. At the end
+ * the pool must be at rest and balanced, and after cpool_destroy() the fd
+ * count must be back at its baseline. The chaos must have been real: at
+ * least one restart per 2 s and 5 faults per second of run (a 60 s run:
+ * 30 restarts, 300 faults; it typically gives about 80 and 600).
+ *
+ * Definitions the checks use:
+ *  - a restart of a server (or a FIN/RST injection on the fault server)
+ *    *settles* SOAK_SETTLE_MS after it finished;
+ *  - a *stale* failure is a request that failed on a reused connection
+ *    opened before the most recent restart of its server, that started
+ *    (its acquire began) after that restart settled, with no new restart
+ *    begun before it failed. Stalls' timeouts and stray bytes on the fault
+ *    server are faults of their own, never stale;
+ *  - a *dirty handout* is stray bytes read by a request that started more
+ *    than SOAK_SETTLE_MS after the last stray-byte injection;
+ *  - a *wrong answer* is a well-formed reply that is not the right one,
+ *    nor the value of one of the thread's own earlier writes whose reply
+ *    never came (an in-doubt write a starved server may apply late);
+ *  - no thread may spend longer than acquire_timeout_ms + the request
+ *    deadline (+ slack) on one request, not counting the time the whole
+ *    process was stalled (gaps of the 10 ms sampler: an overloaded
+ *    machine, a sanitizer runtime stopping the world).
+ * Stale failures, dirty handouts, wrong answers and unclassified errors
+ * fail the soak.
+ */
+#ifndef CPOOL_TESTS_SOAK_H
+#define CPOOL_TESTS_SOAK_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#define SOAK_SETTLE_MS 100
+#define SOAK_THREADS 8
+
+struct soak_opts {
+	unsigned seconds;	/* chaos duration */
+	unsigned threads;	/* request threads; 0 = SOAK_THREADS */
+	FILE *out;		/* the report; NULL = stdout */
+};
+
+/*
+ * Runs the soak and prints its report. Returns 0 when every check passed,
+ * else the number of failed checks (> 0), or -errno when it could not set
+ * up (-ENOENT: memcached or redis-server missing). @why receives the first
+ * failure (or setup error) as one line.
+ */
+int soak_run(const struct soak_opts *opts, char *why, size_t why_len);
+
+#endif /* CPOOL_TESTS_SOAK_H */
