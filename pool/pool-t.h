@@ -77,7 +77,6 @@ struct cpool_conn {
 
 /* Counters the slow paths keep with atomics (no lock held). */
 struct cpool_ep_counters {
-	uint64_t handoffs;	 /* connections handed to a waiter */
 	uint64_t reuses;	 /* slow-path leases from the idle set */
 	uint64_t new_leases;	 /* acquires served by a new connection */
 	uint64_t connects;

@@ -32,7 +32,6 @@ counters_add(struct cpool_ep_counters *dst, const struct cpool_ep_counters *src)
 {
 	unsigned i;
 
-	dst->handoffs += LOAD(&src->handoffs);
 	dst->reuses += LOAD(&src->reuses);
 	dst->new_leases += LOAD(&src->new_leases);
 	dst->connects += LOAD(&src->connects);
@@ -66,7 +65,6 @@ cpool__stats_retire_locked(struct cpool *pool, struct cpool_endpoint *ep)
 	counters_add(&sum, &ep->ctr);
 	sum.reuses += ep_list_reuses(ep);
 	/* Field by field, so concurrent readers see whole values. */
-	STORE(&pool->retired.handoffs, sum.handoffs);
 	STORE(&pool->retired.reuses, sum.reuses);
 	STORE(&pool->retired.new_leases, sum.new_leases);
 	STORE(&pool->retired.connects, sum.connects);

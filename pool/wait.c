@@ -139,8 +139,6 @@ cpool__wait_release(struct cpool_endpoint *ep, struct cpool_conn *c,
 			pthread_cond_signal(&w->cond);
 		}
 	} else if (w) {
-		/* Counted before the waiter can run and drop its reference. */
-		ATOMIC_ADD(&ep->ctr.handoffs, 1);
 		waiter_unlink_locked(ep, w);
 		w->conn = c;
 		w->got = CPOOL_WAIT_CONN;
