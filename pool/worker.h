@@ -9,7 +9,7 @@
 #include "pool-t.h"
 
 /* Period of a worker's scan: arming, timers, prewarm. */
-#define CPOOL_TICK_MS 5
+#define CPOOL_TICK_MS 3
 /* Period of the idle-timeout and lifetime sweep. */
 #define CPOOL_SWEEP_MS 50
 
