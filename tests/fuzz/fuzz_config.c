@@ -124,12 +124,26 @@ sanitize(unsigned char *buf, size_t n)
 	size_t oc = offsetof(struct cpool_config, on_connect);
 	size_t ol = offsetof(struct cpool_config, log_fn);
 	size_t ou = offsetof(struct cpool_config, user_data);
+	size_t ow = offsetof(struct cpool_config, workers);
 	bool conn = field_set(buf, n, oc, sizeof(void *));
+	unsigned w;
 	bool log = field_set(buf, n, ol, sizeof(void *));
 
 	put_ptr(buf, n, oc, conn ? (const void *)never_connect : NULL);
 	put_ptr(buf, n, ol, log ? (const void *)check_log : NULL);
 	put_ptr(buf, n, ou, &ctx);
+	/*
+	 * Each worker is a thread started and joined per input: keep accepted
+	 * counts small (1..4) so the fuzzer stays fast. Counts above 1024 are
+	 * left alone and still reach the validation.
+	 */
+	if (ow + sizeof(w) <= n) {
+		memcpy(&w, buf + ow, sizeof(w));
+		if (w > 4 && w <= 1024) {
+			w = 1 + w % 4;
+			memcpy(buf + ow, &w, sizeof(w));
+		}
+	}
 }
 
 /* Reads field @off of the caller's struct, or 0 if the struct ends before. */
