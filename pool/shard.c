@@ -9,6 +9,44 @@
 #include "shard.h"
 
 #include <sched.h>
+#if __has_include(<sys/rseq.h>)
+#include <sys/rseq.h> /* __rseq_offset, __rseq_size: glibc 2.35+ */
+#endif
+
+__thread struct cpool_cpu_cache cpool__cpu_cache
+	__attribute__((tls_model("initial-exec")));
+
+/*
+ * A thread's first call finds its rseq area (glibc 2.35+ exports where it
+ * is); without one, asks the kernel and lets the next CPOOL_CPU_REUSE - 1
+ * calls reuse the answer.
+ */
+int
+cpool__cpu_slow(void)
+{
+	struct cpool_cpu_cache *cc = &cpool__cpu_cache;
+	int cpu;
+
+#ifdef RSEQ_SIG
+	if (!cc->rseq_cpu && __rseq_size) {
+		const struct rseq *rs =
+			(const struct rseq *)((char *)__builtin_thread_pointer() +
+					      __rseq_offset);
+
+		cpu = (int)__atomic_load_n(&rs->cpu_id, __ATOMIC_RELAXED);
+		if (cpu >= 0) {
+			cc->rseq_cpu = &rs->cpu_id;
+			return cpu;
+		}
+	}
+#endif
+	cpu = sched_getcpu();
+	if (cpu < 0)
+		cpu = 0;
+	cc->cpu = cpu;
+	cc->left = CPOOL_CPU_REUSE - 1;
+	return cpu;
+}
 
 void
 cpool__spin_lock_slow(struct cpool_spin *l)

@@ -35,11 +35,50 @@ cpool__spin_unlock(struct cpool_spin *l)
 	__atomic_store_n(&l->locked, 0, __ATOMIC_RELEASE);
 }
 
-/* The shard of the CPU the caller runs on (sched_getcpu reads rseq). */
+/*
+ * The CPU the caller runs on. glibc (2.35+) registers an rseq area for every
+ * thread, where the kernel keeps cpu_id current: reading it is a TLS load,
+ * what sched_getcpu() itself does, without the call. Where rseq is not
+ * registered (an older kernel, glibc.pthread.rseq=0, valgrind) the fallback
+ * is sched_getcpu() through the vDSO or a syscall, so each thread reuses its
+ * answer for CPOOL_CPU_REUSE calls: after a migration a thread keeps using
+ * its old shard for a few calls, which costs nothing but a shared lock.
+ */
+#define CPOOL_CPU_REUSE 64
+
+struct cpool_cpu_cache {
+	const uint32_t *rseq_cpu; /* this thread's rseq cpu_id, or NULL */
+	unsigned left;		  /* without rseq: reuses of @cpu left */
+	int cpu;
+};
+
+extern __thread struct cpool_cpu_cache cpool__cpu_cache
+	__attribute__((tls_model("initial-exec")));
+
+int cpool__cpu_slow(void);
+
+static inline int
+cpool__cpu(void)
+{
+	struct cpool_cpu_cache *cc = &cpool__cpu_cache;
+
+	if (likely(cc->rseq_cpu)) {
+		int cpu = (int)__atomic_load_n(cc->rseq_cpu, __ATOMIC_RELAXED);
+
+		if (likely(cpu >= 0))
+			return cpu;
+	} else if (likely(cc->left)) {
+		cc->left--;
+		return cc->cpu;
+	}
+	return cpool__cpu_slow();
+}
+
+/* The shard of the CPU the caller runs on. */
 static inline unsigned
 cpool__shard_cur(const struct cpool *pool)
 {
-	int cpu = sched_getcpu();
+	int cpu = cpool__cpu();
 
 	if (likely((unsigned)cpu < pool->nshards))
 		return (unsigned)cpu;

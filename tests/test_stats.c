@@ -7,8 +7,15 @@
  */
 #include <criterion/criterion.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/rseq.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "util/check.h"
 
@@ -283,6 +290,42 @@ pin_to(int cpu)
 	return sched_setaffinity(0, sizeof(set), &set) == 0;
 }
 
+struct on_cpu1 {
+	struct cpool *pool;
+	const char *addr;
+	bool pinned;
+	int err, fd;
+	bool reused;
+	ssize_t echoed;
+};
+
+/* A thread that starts on CPU 1 leases, talks and releases once. */
+static void *
+lease_on_cpu1(void *arg)
+{
+	struct on_cpu1 *t = arg;
+	struct cpool_conn *c;
+	char buf[8];
+
+	t->pinned = pin_to(1);
+	t->err = cpool_acquire(t->pool, t->addr, &c);
+	if (t->err)
+		return NULL;
+	t->fd = cpool_conn_fd(c);
+	t->reused = cpool_conn_reused(c);
+	t->echoed = cpool_send(c, "stolen", 6);
+	if (t->echoed == 6)
+		t->echoed = cpool_recv(c, buf, 6);
+	cpool_release(c, 0);
+	return NULL;
+}
+
+/*
+ * The shard is the CPU's: a lease released on CPU 0 sits in shard 0, and a
+ * thread on CPU 1 steals it rather than connect. Each side is a thread whose
+ * first calls are these, so the test holds with or without rseq (without it
+ * a thread reuses its CPU number for 64 calls; see the next test).
+ */
 Test(stats, an_idle_connection_of_another_shard_is_stolen_before_connecting)
 {
 	struct fault_server *fs = server_new(FS_INET);
@@ -291,27 +334,34 @@ Test(stats, an_idle_connection_of_another_shard_is_stolen_before_connecting)
 	struct cpool *pool;
 	struct cpool_conn *c;
 	struct cpool_stats st;
+	struct on_cpu1 t;
+	pthread_t tid;
 	int fd;
 
-	if (!pin_to(0) || !pin_to(1))
+	if (!pin_to(0) || !pin_to(1) || !pin_to(0))
 		cr_skip_test("needs CPUs 0 and 1");
+	if (getenv("CPOOL_TEST_NO_RSEQ"))
+		cr_assert_eq(__rseq_size, 0, "rseq is registered: "
+			     "GLIBC_TUNABLES did not switch it off");
 	cpool_config_init(&cfg);
 	cfg.workers = 2;
 	pool = pool_new(&cfg);
 	pool_add(pool, addr);
 
-	cr_assert(pin_to(0));
 	c = lease(pool, addr);
 	fd = cpool_conn_fd(c);
 	cpool_release(c, 0); /* idle in shard 0 */
-	cr_assert(pin_to(1));
-	c = lease(pool, addr);
-	cr_assert_eq(cpool_conn_fd(c), fd,
-		     "shard 1 opened fd %d instead of stealing %d",
-		     cpool_conn_fd(c), fd);
-	cr_assert(cpool_conn_reused(c), "a stolen connection is reused");
-	assert_echo(c, "stolen");
-	cpool_release(c, 0);
+	t = (struct on_cpu1){ .pool = pool, .addr = addr };
+	cr_assert_eq(pthread_create(&tid, NULL, lease_on_cpu1, &t), 0);
+	pthread_join(tid, NULL);
+	cr_assert(t.pinned, "cannot pin a thread to CPU 1");
+	cr_assert_eq(t.err, 0, "acquire on CPU 1: %d (%s)", t.err,
+		     strerror(-t.err));
+	cr_assert_eq(t.fd, fd, "shard 1 opened fd %d instead of stealing %d",
+		     t.fd, fd);
+	cr_assert(t.reused, "a stolen connection is reused");
+	cr_assert_eq(t.echoed, 6, "echo over the stolen connection: %zd",
+		     t.echoed);
 	st = stats_of(pool, addr);
 	assert_stat(st, steals, 1);
 	assert_stat(st, connects, 1);
@@ -319,6 +369,57 @@ Test(stats, an_idle_connection_of_another_shard_is_stolen_before_connecting)
 	assert_stat(st, open, 1);
 	cpool_destroy(pool);
 	fs_stop(fs);
+}
+
+/*
+ * Where glibc has no rseq area (old kernel, glibc.pthread.rseq=0, valgrind)
+ * the shard comes from sched_getcpu() reused for 64 calls. The test above,
+ * run again in a fresh process with rseq switched off, proves that path.
+ */
+Test(stats, shards_follow_the_cpu_without_rseq_too)
+{
+	extern char **environ;
+	char *argv[] = {
+		"cpool_tests",
+		"--filter=stats/"
+		"an_idle_connection_of_another_shard_is_stolen_before_connecting",
+		"--jobs=1", NULL
+	};
+	char *envp[256], report[4096];
+	char path[] = "/tmp/cpool-norseq.XXXXXX";
+	posix_spawn_file_actions_t fa;
+	size_t n = 0;
+	ssize_t len;
+	pid_t pid;
+	int status, out;
+
+	if (!pin_to(0) || !pin_to(1))
+		cr_skip_test("needs CPUs 0 and 1");
+	/* Not BXFI_MAP: the child is a runner, not this test's sandbox. */
+	for (char **e = environ; *e && n < 253; e++)
+		if (strncmp(*e, "GLIBC_TUNABLES=", 15) != 0 &&
+		    strncmp(*e, "BXFI_", 5) != 0)
+			envp[n++] = *e;
+	envp[n++] = "GLIBC_TUNABLES=glibc.pthread.rseq=0";
+	envp[n++] = "CPOOL_TEST_NO_RSEQ=1";
+	envp[n] = NULL;
+	/* The child's report goes to a file, shown only if it failed. */
+	cr_assert_geq(out = mkstemp(path), 0);
+	cr_assert_eq(posix_spawn_file_actions_init(&fa), 0);
+	posix_spawn_file_actions_adddup2(&fa, out, 1);
+	posix_spawn_file_actions_adddup2(&fa, out, 2);
+	cr_assert_eq(posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv,
+				 envp),
+		     0);
+	posix_spawn_file_actions_destroy(&fa);
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	len = pread(out, report, sizeof(report) - 1, 0);
+	report[len > 0 ? len : 0] = '\0';
+	close(out);
+	unlink(path);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+		  "the steal test without rseq failed (status 0x%x):\n%s",
+		  status, report);
 }
 
 Test(stats, probe_bypass_hands_out_a_recent_release_without_probing)
