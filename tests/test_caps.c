@@ -407,37 +407,6 @@ Test(caps, destroy_wakes_waiters_with_eshutdown_and_leases_stay_valid)
 	fs_stop(fs);
 }
 
-/* Pins the calling thread to @cpu; false if that CPU is not allowed. */
-static bool
-pin_to(int cpu)
-{
-	cpu_set_t set;
-
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	return sched_setaffinity(0, sizeof(set), &set) == 0;
-}
-
-struct cap_peer {
-	struct cpool *pool;
-	const char *addr;
-	int err;
-	bool pinned;
-};
-
-static void *
-acquire_on_cpu1(void *arg)
-{
-	struct cap_peer *p = arg;
-	struct cpool_conn *c;
-
-	p->pinned = pin_to(1);
-	p->err = cpool_acquire(p->pool, p->addr, &c);
-	if (p->err == 0)
-		cpool_release(c, 0);
-	return NULL;
-}
-
 Test(caps, the_cap_counts_connections_of_every_shard)
 {
 	struct fault_server *fs = server_new(FS_INET);
@@ -445,8 +414,7 @@ Test(caps, the_cap_counts_connections_of_every_shard)
 	struct cpool_config cfg;
 	struct cpool *pool;
 	struct cpool_conn *a, *b;
-	struct cap_peer p;
-	pthread_t t;
+	struct cpu_lease p;
 
 	cpool_config_init(&cfg);
 	cfg.workers = 2;
@@ -458,9 +426,7 @@ Test(caps, the_cap_counts_connections_of_every_shard)
 		cr_log_warn("cannot pin to CPU 0: shards not forced");
 	a = lease(pool, addr);
 	b = lease(pool, addr);
-	p = (struct cap_peer){ .pool = pool, .addr = addr };
-	cr_assert_eq(pthread_create(&t, NULL, acquire_on_cpu1, &p), 0);
-	pthread_join(t, NULL);
+	p = lease_on_cpu(pool, addr, 1);
 	if (!p.pinned)
 		cr_log_warn("cannot pin to CPU 1: shards not forced");
 	cr_assert_eq(p.err, -ETIMEDOUT,

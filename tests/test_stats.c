@@ -7,8 +7,6 @@
  */
 #include <criterion/criterion.h>
 #include <poll.h>
-#include <pthread.h>
-#include <sched.h>
 #include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
@@ -197,16 +195,23 @@ Test(stats, max_uses_closes_a_connection_after_its_nth_lease)
 	fs_stop(fs);
 }
 
-Test(stats, an_idle_timeout_closes_the_connection_at_checkout)
+/*
+ * One lease, released, then 250 ms (5x the 50 ms limit @cfg sets) before
+ * the next: the checkout must close the old connection for @reason and
+ * open a new one. The new lease is closed by its caller, so nothing else
+ * can expire meanwhile.
+ */
+static void
+checkout_closes_an_expired_connection(struct cpool_config cfg,
+				      enum cpool_close_reason reason)
 {
 	struct fault_server *fs = server_new(FS_INET);
 	const char *addr = fs_address(fs);
-	struct cpool_config cfg = config_one_shard();
+	unsigned long long closed[CPOOL_CLOSE_REASON_COUNT] = { 0 };
 	struct cpool *pool;
 	struct cpool_conn *c;
 	struct cpool_stats st;
 
-	cfg.idle_timeout_ms = 50;
 	pool = pool_new(&cfg);
 	pool_add(pool, addr);
 	c = lease(pool, addr);
@@ -214,44 +219,35 @@ Test(stats, an_idle_timeout_closes_the_connection_at_checkout)
 	let_time_pass(250);
 	c = lease(pool, addr);
 	cr_assert_not(cpool_conn_reused(c),
-		      "a connection idle 5x its timeout was reused");
+		      "a connection 5x past its %s was reused",
+		      cpool_close_reason_name(reason));
 	assert_echo(c, "fresh");
-	cpool_release(c, 0);
+	cpool_release(c, CPOOL_RELEASE_CLOSE);
 	st = stats_of(pool, addr);
-	assert_stat(st, closed[CPOOL_CLOSE_IDLE_TIMEOUT], 1);
+	closed[reason] = 1;
+	closed[CPOOL_CLOSE_BY_CALLER] = 1;
+	assert_closed_only(&st, closed);
 	assert_stat(st, connects, 2);
-	assert_stat(st, open, 1);
+	assert_stat(st, open, 0);
 	assert_balanced(&st);
 	cpool_destroy(pool);
 	fs_stop(fs);
 }
 
+Test(stats, an_idle_timeout_closes_the_connection_at_checkout)
+{
+	struct cpool_config cfg = config_one_shard();
+
+	cfg.idle_timeout_ms = 50;
+	checkout_closes_an_expired_connection(cfg, CPOOL_CLOSE_IDLE_TIMEOUT);
+}
+
 Test(stats, a_lifetime_closes_an_idle_connection_at_checkout)
 {
-	struct fault_server *fs = server_new(FS_INET);
-	const char *addr = fs_address(fs);
 	struct cpool_config cfg = config_one_shard();
-	struct cpool *pool;
-	struct cpool_conn *c;
-	struct cpool_stats st;
 
 	cfg.max_lifetime_ms = 50;
-	pool = pool_new(&cfg);
-	pool_add(pool, addr);
-	c = lease(pool, addr);
-	cpool_release(c, 0);
-	let_time_pass(250);
-	c = lease(pool, addr);
-	cr_assert_not(cpool_conn_reused(c),
-		      "a connection 5x its lifetime old was reused");
-	cpool_release(c, CPOOL_RELEASE_CLOSE);
-	st = stats_of(pool, addr);
-	assert_stat(st, closed[CPOOL_CLOSE_LIFETIME], 1);
-	assert_stat(st, closed[CPOOL_CLOSE_BY_CALLER], 1);
-	assert_stat(st, open, 0);
-	assert_balanced(&st);
-	cpool_destroy(pool);
-	fs_stop(fs);
+	checkout_closes_an_expired_connection(cfg, CPOOL_CLOSE_LIFETIME);
 }
 
 Test(stats, a_lifetime_that_ends_during_a_lease_closes_it_at_release)
@@ -279,47 +275,6 @@ Test(stats, a_lifetime_that_ends_during_a_lease_closes_it_at_release)
 	fs_stop(fs);
 }
 
-/* Pins the calling thread to @cpu; false if that CPU is not allowed. */
-static bool
-pin_to(int cpu)
-{
-	cpu_set_t set;
-
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	return sched_setaffinity(0, sizeof(set), &set) == 0;
-}
-
-struct on_cpu1 {
-	struct cpool *pool;
-	const char *addr;
-	bool pinned;
-	int err, fd;
-	bool reused;
-	ssize_t echoed;
-};
-
-/* A thread that starts on CPU 1 leases, talks and releases once. */
-static void *
-lease_on_cpu1(void *arg)
-{
-	struct on_cpu1 *t = arg;
-	struct cpool_conn *c;
-	char buf[8];
-
-	t->pinned = pin_to(1);
-	t->err = cpool_acquire(t->pool, t->addr, &c);
-	if (t->err)
-		return NULL;
-	t->fd = cpool_conn_fd(c);
-	t->reused = cpool_conn_reused(c);
-	t->echoed = cpool_send(c, "stolen", 6);
-	if (t->echoed == 6)
-		t->echoed = cpool_recv(c, buf, 6);
-	cpool_release(c, 0);
-	return NULL;
-}
-
 /*
  * The shard is the CPU's: a lease released on CPU 0 sits in shard 0, and a
  * thread on CPU 1 steals it rather than connect. Each side is a thread whose
@@ -334,8 +289,7 @@ Test(stats, an_idle_connection_of_another_shard_is_stolen_before_connecting)
 	struct cpool *pool;
 	struct cpool_conn *c;
 	struct cpool_stats st;
-	struct on_cpu1 t;
-	pthread_t tid;
+	struct cpu_lease t;
 	int fd;
 
 	if (!pin_to(0) || !pin_to(1) || !pin_to(0))
@@ -351,17 +305,15 @@ Test(stats, an_idle_connection_of_another_shard_is_stolen_before_connecting)
 	c = lease(pool, addr);
 	fd = cpool_conn_fd(c);
 	cpool_release(c, 0); /* idle in shard 0 */
-	t = (struct on_cpu1){ .pool = pool, .addr = addr };
-	cr_assert_eq(pthread_create(&tid, NULL, lease_on_cpu1, &t), 0);
-	pthread_join(tid, NULL);
+	t = lease_on_cpu(pool, addr, 1);
 	cr_assert(t.pinned, "cannot pin a thread to CPU 1");
 	cr_assert_eq(t.err, 0, "acquire on CPU 1: %d (%s)", t.err,
 		     strerror(-t.err));
 	cr_assert_eq(t.fd, fd, "shard 1 opened fd %d instead of stealing %d",
 		     t.fd, fd);
 	cr_assert(t.reused, "a stolen connection is reused");
-	cr_assert_eq(t.echoed, 6, "echo over the stolen connection: %zd",
-		     t.echoed);
+	cr_assert_eq(t.echo, 0, "echo over the stolen connection: %d (%s)",
+		     t.echo, strerror(-t.echo));
 	st = stats_of(pool, addr);
 	assert_stat(st, steals, 1);
 	assert_stat(st, connects, 1);

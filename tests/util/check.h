@@ -9,6 +9,9 @@
 
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/types.h>
 
@@ -195,6 +198,62 @@ pool_add(struct cpool *pool, const char *address)
 
 	cr_assert_eq(err, 0, "cpool_endpoint_add(%s): got %d (%s) want 0",
 		     address, err, strerror(-err));
+}
+
+/* Pins the calling thread to @cpu; false if that CPU is not allowed. */
+static inline bool
+pin_to(int cpu)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	return sched_setaffinity(0, sizeof(set), &set) == 0;
+}
+
+/*
+ * One lease taken by a fresh thread pinned to a CPU: its first cpool call
+ * is that acquire, so its shard is the CPU's whether or not rseq is there.
+ */
+struct cpu_lease {
+	struct cpool *pool;
+	const char *addr;
+	int cpu;
+	bool pinned; /* results, read after lease_on_cpu() */
+	int err;     /* cpool_acquire()'s */
+	int fd;
+	bool reused;
+	int echo; /* conn_echo()'s */
+};
+
+static inline void *
+cpu_lease_main(void *arg)
+{
+	struct cpu_lease *l = arg;
+	struct cpool_conn *c;
+
+	l->pinned = pin_to(l->cpu);
+	l->err = cpool_acquire(l->pool, l->addr, &c);
+	if (l->err)
+		return NULL;
+	l->fd = cpool_conn_fd(c);
+	l->reused = cpool_conn_reused(c);
+	l->echo = conn_echo(c, "lease on a cpu");
+	cpool_release(c, 0);
+	return NULL;
+}
+
+/* Leases, echoes and releases once from a new thread on @cpu; joins it. */
+static inline struct cpu_lease
+lease_on_cpu(struct cpool *pool, const char *addr, int cpu)
+{
+	struct cpu_lease l = { .pool = pool, .addr = addr, .cpu = cpu,
+			       .fd = -1 };
+	pthread_t t;
+
+	cr_assert_eq(pthread_create(&t, NULL, cpu_lease_main, &l), 0);
+	pthread_join(t, NULL);
+	return l;
 }
 
 #endif /* CPOOL_TESTS_CHECK_H */
