@@ -565,6 +565,46 @@ wait_quiet(unsigned due, const struct bench_opts *o, double *waited_s)
 }
 
 /*
+ * Creates each of the @npools @pools with @conns connections, into @ops and
+ * @inst; one whose setup fails is left out, with a line saying so. Returns
+ * how many it created.
+ */
+unsigned
+bench_create_all(const struct peer_ops *const *pools, unsigned npools,
+		 const struct bench_env *env, unsigned conns,
+		 const struct peer_ops **ops, void **inst)
+{
+	unsigned i, n = 0;
+	int err;
+
+	for (i = 0; i < npools; i++) {
+		err = pools[i]->create(env, conns, &inst[n]);
+		if (err) {
+			printf("%s: setup failed (%s), left out\n",
+			       pools[i]->name, strerror(-err));
+			continue;
+		}
+		ops[n++] = pools[i];
+	}
+	return n;
+}
+
+/* Runs each pool 0.1 s, not recorded: page faults, lazy binding, caches. */
+void
+bench_warm_up(const char *bench, const struct peer_ops *const *ops,
+	      void *const *inst, unsigned n, const struct bench_env *env,
+	      unsigned threads, const struct bench_opts *o)
+{
+	struct bench_result warm;
+	unsigned i;
+
+	for (i = 0; i < n; i++) {
+		bench_progress(o, "%s warm-up pool=%s", bench, ops[i]->name);
+		bench_run_once(ops[i], inst[i], env, threads, 0.1, &warm);
+	}
+}
+
+/*
  * Runs @reps repetitions; in each, every pool once, in turn, the starting
  * pool rotating so that no pool always runs first (or right after the
  * same neighbour).

@@ -177,6 +177,12 @@ uint64_t bench_now_ns(void);
 int bench_run_once(const struct peer_ops *ops, void *inst,
 		   const struct bench_env *env, unsigned threads, double secs,
 		   struct bench_result *res);
+unsigned bench_create_all(const struct peer_ops *const *pools, unsigned npools,
+			  const struct bench_env *env, unsigned conns,
+			  const struct peer_ops **ops, void **inst);
+void bench_warm_up(const char *bench, const struct peer_ops *const *ops,
+		   void *const *inst, unsigned n, const struct bench_env *env,
+		   unsigned threads, const struct bench_opts *o);
 void bench_interleave(const char *bench, struct bench_entry *e, unsigned n,
 		      const struct bench_env *env, unsigned threads,
 		      const struct bench_opts *o);
@@ -220,6 +226,8 @@ bench_stopped(struct bench_run *run)
 
 /* net.c */
 int bench_connect(const struct sockaddr_in *sin);
+int bench_addr_create(const struct bench_env *env, unsigned conns, void **out);
+void bench_addr_destroy(void *inst);
 int bench_free_port(uint16_t *port);
 int bench_listen(uint16_t *port);
 int bench_fd_for_local_port(uint16_t lport, uint16_t rport);

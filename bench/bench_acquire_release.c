@@ -12,13 +12,14 @@
 #include <stdio.h>
 #include <string.h>
 
+/* recv_peek runs at 1 thread only. */
 static const struct peer_ops *const pools[] = {
-	&peer_cpool,	 &peer_cpool_bypass, &peer_apr,
-	&peer_memcached, &peer_mutex,	     &peer_dedicated,
+	&peer_cpool, &peer_cpool_bypass, &peer_apr,	  &peer_memcached,
+	&peer_mutex, &peer_dedicated,	 &peer_recv_peek,
 };
 #define NPOOLS (sizeof(pools) / sizeof(pools[0]))
 
-static struct bench_entry res[BENCH_MAX_LIST][NPOOLS + 1];
+static struct bench_entry res[BENCH_MAX_LIST][NPOOLS];
 static unsigned nres[BENCH_MAX_LIST];
 
 /* Index of @threads in the -t list, or -1. */
@@ -149,13 +150,12 @@ goals(const struct bench_opts *o)
 int
 main(int argc, char **argv)
 {
-	struct bench_result warm;
 	struct bench_server srv;
 	struct bench_opts o;
 	struct bench_env env;
-	void *inst[NPOOLS + 1];
-	const struct peer_ops *ops[NPOOLS + 1];
-	unsigned i, k, n = 0, maxt = 0;
+	void *inst[NPOOLS];
+	const struct peer_ops *ops[NPOOLS];
+	unsigned i, k, n, maxt = 0;
 	int err;
 
 	bench_opts_default(&o);
@@ -177,24 +177,8 @@ main(int argc, char **argv)
 	       "connections, all idle; %u reps x %.2f s\n",
 	       srv.memcached ? "memcached" : "echo server", env.addr, maxt,
 	       o.reps, o.secs);
-	for (i = 0; i < NPOOLS + 1; i++) {
-		const struct peer_ops *p =
-			i < NPOOLS ? pools[i] : &peer_recv_peek;
-
-		err = p->create(&env, maxt, &inst[n]);
-		if (err) {
-			printf("%s: setup failed (%s), left out\n", p->name,
-			       strerror(-err));
-			continue;
-		}
-		ops[n++] = p;
-	}
-	/* Warm-up, not recorded: page faults, lazy binding, caches. */
-	for (i = 0; i < n; i++) {
-		bench_progress(&o, "acquire_release warm-up pool=%s",
-			       ops[i]->name);
-		bench_run_once(ops[i], inst[i], &env, maxt, 0.1, &warm);
-	}
+	n = bench_create_all(pools, NPOOLS, &env, maxt, ops, inst);
+	bench_warm_up("acquire_release", ops, inst, n, &env, maxt, &o);
 	for (k = 0; k < o.nthreads; k++) {
 		nres[k] = 0;
 		for (i = 0; i < n; i++) {

@@ -11,15 +11,70 @@
  *   void peer_release(void *inst, void *tls, struct bench_lease *l,
  *                     bool close);
  *
+ * except those that one of these, defined before the include, stands for:
+ *
+ *   PEER_NO_THREAD_STATE  peer_thread_init() and peer_thread_fini(): no
+ *                         per-thread state
+ *   PEER_THREAD_CONN      peer_thread_init() and peer_thread_fini(): one
+ *                         connection per thread to the instance (a struct
+ *                         sockaddr_in), its fd kept as the tls
+ *   PEER_LEASE_FD         peer_fd(): peer_acquire() sets l->fd
+ *
  * Every peer runs this same source; the compiler inlines the peer's calls
  * into it, so no peer pays an indirect call the others do not. The stop
  * flag is read once per BENCH_BATCH operations and the first operation of
  * a batch is timed.
+ *
+ * The peer's struct peer_ops is PEER_OPS(name, create, destroy): thread_fn,
+ * acquire and release are peer_thread(), peer_ops_acquire() and
+ * peer_ops_release() below; a PEER_THREAD_CONN peer's acquire needs the
+ * thread's connection, so it has no acquire and release.
  */
 #ifndef CPOOL_BENCH_LOOP_H
 #define CPOOL_BENCH_LOOP_H
 
 #include "bench.h"
+
+#include <stdint.h>
+#include <unistd.h>
+
+#if defined(PEER_NO_THREAD_STATE)
+static inline int
+peer_thread_init(void *inst, void **tls)
+{
+	return 0;
+}
+
+static inline void
+peer_thread_fini(void *inst, void *tls)
+{
+}
+#elif defined(PEER_THREAD_CONN)
+static inline int
+peer_thread_init(void *inst, void **tls)
+{
+	int fd = bench_connect(inst);
+
+	if (fd < 0)
+		return fd;
+	*tls = (void *)(intptr_t)fd;
+	return 0;
+}
+
+static inline void
+peer_thread_fini(void *inst, void *tls)
+{
+	close((int)(intptr_t)tls);
+}
+#endif
+
+#ifdef PEER_LEASE_FD
+static inline int
+peer_fd(void *inst, void *tls, struct bench_lease *l)
+{
+	return l->fd;
+}
+#endif
 
 static inline int
 peer_op(void *inst, void *tls, enum bench_mode mode)
@@ -75,5 +130,38 @@ peer_thread(void *arg)
 		peer_thread_fini(inst, tls);
 	return NULL;
 }
+
+#ifdef PEER_THREAD_CONN
+#define PEER_OPS(name_, create_, destroy_)                                     \
+	{                                                                      \
+		.name = (name_), .create = (create_), .destroy = (destroy_),   \
+		.thread_fn = peer_thread,                                      \
+	}
+#else
+/* One acquire, l->fd set, for single-threaded workloads: the ops' acquire. */
+static inline int
+peer_ops_acquire(void *inst, struct bench_lease *l)
+{
+	int err = peer_acquire(inst, NULL, l);
+
+	if (!err)
+		l->fd = peer_fd(inst, NULL, l);
+	return err;
+}
+
+/* The ops' release. */
+static inline void
+peer_ops_release(void *inst, struct bench_lease *l, bool close)
+{
+	peer_release(inst, NULL, l, close);
+}
+
+#define PEER_OPS(name_, create_, destroy_)                                     \
+	{                                                                      \
+		.name = (name_), .create = (create_), .destroy = (destroy_),   \
+		.thread_fn = peer_thread, .acquire = peer_ops_acquire,         \
+		.release = peer_ops_release,                                   \
+	}
+#endif
 
 #endif /* CPOOL_BENCH_LOOP_H */

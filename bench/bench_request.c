@@ -30,14 +30,13 @@ int
 main(int argc, char **argv)
 {
 	const struct bench_entry *ded, *x;
-	struct bench_result warm;
 	struct bench_server srv;
 	struct bench_opts o;
 	struct bench_env env;
 	void *inst[NPOOLS];
 	const struct peer_ops *ops[NPOOLS];
 	char bench[64];
-	unsigned i, k, n = 0, maxt = 0;
+	unsigned i, k, n, maxt = 0;
 	int err;
 
 	bench_opts_default(&o);
@@ -62,19 +61,8 @@ main(int argc, char **argv)
 	       "pinned to CPU %d; %u reps x %.2f s\n",
 	       srv.memcached ? "memcached" : "the echo server", env.addr, o.cpu,
 	       o.reps, o.secs);
-	for (i = 0; i < NPOOLS; i++) {
-		err = pools[i]->create(&env, maxt, &inst[n]);
-		if (err) {
-			printf("%s: setup failed (%s), left out\n",
-			       pools[i]->name, strerror(-err));
-			continue;
-		}
-		ops[n++] = pools[i];
-	}
-	for (i = 0; i < n; i++) {
-		bench_progress(&o, "%s warm-up pool=%s", bench, ops[i]->name);
-		bench_run_once(ops[i], inst[i], &env, maxt, 0.1, &warm);
-	}
+	n = bench_create_all(pools, NPOOLS, &env, maxt, ops, inst);
+	bench_warm_up(bench, ops, inst, n, &env, maxt, &o);
 	for (k = 0; k < o.nthreads; k++) {
 		for (i = 0; i < n; i++)
 			bench_entry_init(&res[k][i], ops[i], inst[i], NULL);

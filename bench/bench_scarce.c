@@ -20,45 +20,35 @@ static const struct peer_ops *const pools[] = {
 
 static struct bench_entry res[NPOOLS];
 
+/* GOAL <bench>_<goal>: @a's ops/s over @b's at least @target, if both ran. */
+static void
+goal_ops(const char *bench, const char *goal, const struct bench_entry *a,
+	 const struct bench_entry *b, double target)
+{
+	char name[96], what[128];
+
+	if (!a || !b)
+		return;
+	snprintf(name, sizeof(name), "%s_%s", bench, goal);
+	snprintf(what, sizeof(what), "%s, %s/%s ops/s", bench, a->label,
+		 b->label);
+	bench_goal(name, bench_ratio(a, b, BENCH_F_OPS), ">=", target, what);
+}
+
 static void
 goals(const char *bench, unsigned n)
 {
 	const struct bench_entry *cp, *by, *mx, *mc;
-	char name[96], what[128];
 
 	cp = bench_find(res, n, "cpool");
 	by = bench_find(res, n, "cpool_bypass");
 	mx = bench_find(res, n, "mutex");
 	mc = bench_find(res, n, "memcached_pool");
 	printf("\n");
-	if (cp && mx) {
-		snprintf(name, sizeof(name), "%s_vs_mutex", bench);
-		snprintf(what, sizeof(what), "%s, cpool/mutex ops/s", bench);
-		bench_goal(name, bench_ratio(cp, mx, BENCH_F_OPS), ">=", 1.0,
-			   what);
-	}
-	if (by && mx) {
-		snprintf(name, sizeof(name), "%s_bypass_vs_mutex", bench);
-		snprintf(what, sizeof(what), "%s, cpool_bypass/mutex ops/s",
-			 bench);
-		bench_goal(name, bench_ratio(by, mx, BENCH_F_OPS), ">=", 1.0,
-			   what);
-	}
-	if (cp && mc) {
-		snprintf(name, sizeof(name), "%s_vs_memcached_pool", bench);
-		snprintf(what, sizeof(what), "%s, cpool/memcached_pool ops/s",
-			 bench);
-		bench_goal(name, bench_ratio(cp, mc, BENCH_F_OPS), ">=", 1.5,
-			   what);
-	}
-	if (by && mc) {
-		snprintf(name, sizeof(name), "%s_bypass_vs_memcached_pool",
-			 bench);
-		snprintf(what, sizeof(what),
-			 "%s, cpool_bypass/memcached_pool ops/s", bench);
-		bench_goal(name, bench_ratio(by, mc, BENCH_F_OPS), ">=", 1.5,
-			   what);
-	}
+	goal_ops(bench, "vs_mutex", cp, mx, 1.0);
+	goal_ops(bench, "bypass_vs_mutex", by, mx, 1.0);
+	goal_ops(bench, "vs_memcached_pool", cp, mc, 1.5);
+	goal_ops(bench, "bypass_vs_memcached_pool", by, mc, 1.5);
 }
 
 int
@@ -69,13 +59,12 @@ main(int argc, char **argv)
 		"scarce pool, acquire+release",
 		"scarce pool, acquire + get miss + release",
 	};
-	struct bench_result warm;
 	struct bench_server srv;
 	struct bench_opts o;
 	struct bench_env env[2];
 	void *inst[NPOOLS];
 	const struct peer_ops *ops[NPOOLS];
-	unsigned i, m, n = 0, conns, threads;
+	unsigned i, m, n, conns, threads;
 	int err;
 
 	bench_opts_default(&o);
@@ -94,19 +83,8 @@ main(int argc, char **argv)
 	       "%u threads; %u reps x %.2f s\n",
 	       conns, srv.memcached ? "memcached" : "the echo server",
 	       env[0].addr, threads, o.reps, o.secs);
-	for (i = 0; i < NPOOLS; i++) {
-		err = pools[i]->create(&env[0], conns, &inst[n]);
-		if (err) {
-			printf("%s: setup failed (%s), left out\n",
-			       pools[i]->name, strerror(-err));
-			continue;
-		}
-		ops[n++] = pools[i];
-	}
-	for (i = 0; i < n; i++) {
-		bench_progress(&o, "scarce warm-up pool=%s", ops[i]->name);
-		bench_run_once(ops[i], inst[i], &env[1], threads, 0.1, &warm);
-	}
+	n = bench_create_all(pools, NPOOLS, &env[0], conns, ops, inst);
+	bench_warm_up("scarce", ops, inst, n, &env[1], threads, &o);
 	for (m = 0; m < 2; m++) {
 		for (i = 0; i < n; i++)
 			bench_entry_init(&res[i], ops[i], inst[i], NULL);

@@ -32,6 +32,22 @@ bench_connect(const struct sockaddr_in *sin)
 	return fd;
 }
 
+/*
+ * create() and destroy() of a peer that is no pool: its instance is the
+ * upstream's address, for bench_connect().
+ */
+int
+bench_addr_create(const struct bench_env *env, unsigned conns, void **out)
+{
+	*out = (void *)&env->sin;
+	return 0;
+}
+
+void
+bench_addr_destroy(void *inst)
+{
+}
+
 /* A listening socket on 127.0.0.1:@port (0 = any free one, written back). */
 int
 bench_listen(uint16_t *port)

@@ -24,17 +24,6 @@ struct papr_res {
 };
 
 static inline int
-peer_thread_init(void *inst, void **tls)
-{
-	return 0;
-}
-
-static inline void
-peer_thread_fini(void *inst, void *tls)
-{
-}
-
-static inline int
 peer_acquire(void *inst, void *tls, struct bench_lease *l)
 {
 	struct papr *p = inst;
@@ -63,6 +52,7 @@ peer_release(void *inst, void *tls, struct bench_lease *l, bool close)
 		apr_reslist_release(p->rl, l->h);
 }
 
+#define PEER_NO_THREAD_STATE
 #include "bench_loop.h"
 
 static apr_status_t
@@ -140,27 +130,5 @@ papr_destroy(void *inst)
 	free(p);
 }
 
-static int
-papr_acquire(void *inst, struct bench_lease *l)
-{
-	int err = peer_acquire(inst, NULL, l);
-
-	if (!err)
-		l->fd = peer_fd(inst, NULL, l);
-	return err;
-}
-
-static void
-papr_release(void *inst, struct bench_lease *l, bool close)
-{
-	peer_release(inst, NULL, l, close);
-}
-
-const struct peer_ops peer_apr = {
-	.name = "apr_reslist",
-	.create = papr_create,
-	.destroy = papr_destroy,
-	.thread_fn = peer_thread,
-	.acquire = papr_acquire,
-	.release = papr_release,
-};
+const struct peer_ops peer_apr =
+	PEER_OPS("apr_reslist", papr_create, papr_destroy);

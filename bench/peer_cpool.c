@@ -19,17 +19,6 @@ struct pcpool {
 };
 
 static inline int
-peer_thread_init(void *inst, void **tls)
-{
-	return 0;
-}
-
-static inline void
-peer_thread_fini(void *inst, void *tls)
-{
-}
-
-static inline int
 peer_acquire(void *inst, void *tls, struct bench_lease *l)
 {
 	struct pcpool *p = inst;
@@ -55,6 +44,7 @@ peer_release(void *inst, void *tls, struct bench_lease *l, bool close)
 	cpool_release(l->h, close ? CPOOL_RELEASE_CLOSE : 0);
 }
 
+#define PEER_NO_THREAD_STATE
 #include "bench_loop.h"
 
 static void
@@ -157,39 +147,11 @@ pcpool_destroy(void *inst)
 	free(p);
 }
 
-static int
-pcpool_acquire(void *inst, struct bench_lease *l)
-{
-	int err = peer_acquire(inst, NULL, l);
+const struct peer_ops peer_cpool =
+	PEER_OPS("cpool", pcpool_create, pcpool_destroy);
 
-	if (!err)
-		l->fd = cpool_conn_fd(l->h);
-	return err;
-}
-
-static void
-pcpool_release(void *inst, struct bench_lease *l, bool close)
-{
-	peer_release(inst, NULL, l, close);
-}
-
-const struct peer_ops peer_cpool = {
-	.name = "cpool",
-	.create = pcpool_create,
-	.destroy = pcpool_destroy,
-	.thread_fn = peer_thread,
-	.acquire = pcpool_acquire,
-	.release = pcpool_release,
-};
-
-const struct peer_ops peer_cpool_bypass = {
-	.name = "cpool_bypass",
-	.create = pcpool_create_bypass,
-	.destroy = pcpool_destroy,
-	.thread_fn = peer_thread,
-	.acquire = pcpool_acquire,
-	.release = pcpool_release,
-};
+const struct peer_ops peer_cpool_bypass =
+	PEER_OPS("cpool_bypass", pcpool_create_bypass, pcpool_destroy);
 
 /* The pool behind an instance, for workloads that read its stats. */
 struct cpool *

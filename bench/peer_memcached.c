@@ -26,17 +26,6 @@ struct pmc {
 };
 
 static inline int
-peer_thread_init(void *inst, void **tls)
-{
-	return 0;
-}
-
-static inline void
-peer_thread_fini(void *inst, void *tls)
-{
-}
-
-static inline int
 peer_acquire(void *inst, void *tls, struct bench_lease *l)
 {
 	struct pmc *p = inst;
@@ -65,6 +54,7 @@ peer_release(void *inst, void *tls, struct bench_lease *l, bool close)
 	memcached_pool_release(p->pool, l->h);
 }
 
+#define PEER_NO_THREAD_STATE
 #include "bench_loop.h"
 
 static void
@@ -154,27 +144,5 @@ out:
 	return 0;
 }
 
-static int
-pmc_acquire(void *inst, struct bench_lease *l)
-{
-	int err = peer_acquire(inst, NULL, l);
-
-	if (!err)
-		l->fd = peer_fd(inst, NULL, l);
-	return err;
-}
-
-static void
-pmc_release(void *inst, struct bench_lease *l, bool close)
-{
-	peer_release(inst, NULL, l, close);
-}
-
-const struct peer_ops peer_memcached = {
-	.name = "memcached_pool",
-	.create = pmc_create,
-	.destroy = pmc_destroy,
-	.thread_fn = peer_thread,
-	.acquire = pmc_acquire,
-	.release = pmc_release,
-};
+const struct peer_ops peer_memcached =
+	PEER_OPS("memcached_pool", pmc_create, pmc_destroy);

@@ -6,17 +6,6 @@
 #include <errno.h>
 
 static inline int
-peer_thread_init(void *inst, void **tls)
-{
-	return 0;
-}
-
-static inline void
-peer_thread_fini(void *inst, void *tls)
-{
-}
-
-static inline int
 peer_acquire(void *inst, void *tls, struct bench_lease *l)
 {
 	int fd = mutex_pool_acquire(inst);
@@ -27,18 +16,14 @@ peer_acquire(void *inst, void *tls, struct bench_lease *l)
 	return 0;
 }
 
-static inline int
-peer_fd(void *inst, void *tls, struct bench_lease *l)
-{
-	return l->fd;
-}
-
 static inline void
 peer_release(void *inst, void *tls, struct bench_lease *l, bool close)
 {
 	mutex_pool_release(inst, l->fd, close);
 }
 
+#define PEER_NO_THREAD_STATE
+#define PEER_LEASE_FD
 #include "bench_loop.h"
 
 static int
@@ -60,23 +45,5 @@ pmutex_destroy(void *inst)
 	mutex_pool_destroy(inst);
 }
 
-static int
-pmutex_acquire(void *inst, struct bench_lease *l)
-{
-	return peer_acquire(inst, NULL, l);
-}
-
-static void
-pmutex_release(void *inst, struct bench_lease *l, bool close)
-{
-	peer_release(inst, NULL, l, close);
-}
-
-const struct peer_ops peer_mutex = {
-	.name = "mutex",
-	.create = pmutex_create,
-	.destroy = pmutex_destroy,
-	.thread_fn = peer_thread,
-	.acquire = pmutex_acquire,
-	.release = pmutex_release,
-};
+const struct peer_ops peer_mutex =
+	PEER_OPS("mutex", pmutex_create, pmutex_destroy);
