@@ -87,8 +87,7 @@ cpool__conn_open(struct cpool_endpoint *ep, unsigned sh,
 		jitter = cpool__random() % (pool->lifetime_ns / 40 + 1);
 		c->expires_ns = cpool__coarse_ns() + pool->lifetime_ns - jitter;
 	}
-	ATOMIC_ADD(&ep->open, 1);
-	ATOMIC_ADD(&ep->ctr.connects, 1);
+	ATOMIC_ADD(&ep->ctr.connects, 1); /* open = connects - closes */
 	cpool__ep_connect_done(ep, 0, trial);
 	*out = c;
 	return 0;
@@ -122,9 +121,12 @@ cpool__conn_close(struct cpool_conn *c, enum cpool_close_reason reason,
 	STORE(&c->state, CONN_CLOSED);
 	/* Explicitly: a dup of the fd elsewhere would keep it registered. */
 	epoll_ctl(c->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-	/* Counted before the fd goes: whoever sees it closed sees the count. */
-	ATOMIC_ADD(&ep->ctr.closed[reason], 1);
-	ATOMIC_ADD(&ep->open, -1);
+	/*
+	 * Counted before the fd goes: whoever sees it closed sees the count.
+	 * Release: a stats reader that sees this close sees its connect too
+	 * (cpool__stats: open = connects - closes).
+	 */
+	__atomic_add_fetch(&ep->ctr.closed[reason], 1, __ATOMIC_RELEASE);
 	if (leased)
 		ATOMIC_ADD(&ep->leased_adj, -1);
 	close(c->fd);

@@ -105,7 +105,6 @@ struct cpool_endpoint {
 	/* written on slow paths */
 	unsigned refs CPOOL_ALIGNED;
 	unsigned slots;		 /* reserved or open connections, <= max */
-	unsigned open;		 /* established connections */
 	int close_err;		 /* what waiters get once closing */
 	int64_t leased_adj;	 /* leases not counted in an idle list */
 	struct cpool_ep_counters ctr;

@@ -12,8 +12,11 @@
  *   acquires = reuses + new_leases
  *   idle     = sum of list counts
  *   leased   = sum of per-list leased + leases counted outside lists
- * and open is its own counter, so open == idle + leased at rest is a real
- * cross-check of three independently kept numbers.
+ *   open     = connects - closes, per endpoint in the table
+ * so open == idle + leased at rest is a real cross-check of three
+ * independently kept numbers, and open agrees with the close counters of
+ * the same snapshot: a reader that waits for open == 0 finds every close
+ * counted, and one that waits for a close finds open without it.
  */
 #include "stats.h"
 
@@ -27,11 +30,20 @@
 #include "alloc.h"
 #include "pool.h"
 
+/*
+ * Adds @src to @dst. The closes are read first, with acquire: every
+ * connection whose close is counted then has its connect counted too, so
+ * connects - closes, the open gauge, is never below the truth of one moment
+ * and agrees with the counters of the same snapshot.
+ */
 static void
 counters_add(struct cpool_ep_counters *dst, const struct cpool_ep_counters *src)
 {
 	unsigned i;
 
+	for (i = 0; i < CPOOL_CLOSE_REASON_COUNT; i++)
+		dst->closed[i] += __atomic_load_n(&src->closed[i],
+						  __ATOMIC_ACQUIRE);
 	dst->reuses += LOAD(&src->reuses);
 	dst->new_leases += LOAD(&src->new_leases);
 	dst->connects += LOAD(&src->connects);
@@ -42,8 +54,6 @@ counters_add(struct cpool_ep_counters *dst, const struct cpool_ep_counters *src)
 	dst->fail_fasts += LOAD(&src->fail_fasts);
 	dst->backoffs += LOAD(&src->backoffs);
 	dst->prewarms += LOAD(&src->prewarms);
-	for (i = 0; i < CPOOL_CLOSE_REASON_COUNT; i++)
-		dst->closed[i] += LOAD(&src->closed[i]);
 }
 
 static uint64_t
@@ -84,19 +94,32 @@ struct stats_acc {
 	int64_t open, idle, leased;
 };
 
+/* Open connections of @c, counters of one endpoint read by counters_add(). */
+static int64_t
+ep_open(const struct cpool_ep_counters *c)
+{
+	int64_t n = (int64_t)c->connects;
+
+	for (unsigned i = 0; i < CPOOL_CLOSE_REASON_COUNT; i++)
+		n -= (int64_t)c->closed[i];
+	return n;
+}
+
 static void
 ep_collect(const struct cpool_endpoint *ep, struct stats_acc *a)
 {
+	struct cpool_ep_counters c = { 0 };
 	unsigned i;
 
-	counters_add(&a->ctr, &ep->ctr);
+	counters_add(&c, &ep->ctr);
+	a->open += ep_open(&c);
+	counters_add(&a->ctr, &c);
 	for (i = 0; i < ep->pool->nshards; i++) {
 		a->ctr.reuses += LOAD(&ep->idle[i].reuses);
 		a->idle += LOAD(&ep->idle[i].count);
 		a->leased += LOAD(&ep->idle[i].leased);
 	}
 	a->leased += LOAD(&ep->leased_adj);
-	a->open += LOAD(&ep->open);
 }
 
 static uint32_t

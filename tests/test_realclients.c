@@ -355,6 +355,25 @@ peer_closes(const struct cpool_stats *st)
 	       st->closed[CPOOL_CLOSE_PEER_RESET];
 }
 
+/* "reason +n, ..." for every close reason counted between @a and @b. */
+static const char *
+closes_since(const struct cpool_stats *a, const struct cpool_stats *b)
+{
+	static __thread char buf[256];
+	size_t len = 0;
+
+	buf[0] = '\0';
+	for (int r = 1; r < CPOOL_CLOSE_REASON_COUNT; r++)
+		if (b->closed[r] != a->closed[r] && len < sizeof(buf))
+			len += (size_t)snprintf(buf + len, sizeof(buf) - len,
+					"%s%s +%llu", len ? ", " : "",
+					cpool_close_reason_name(
+						(enum cpool_close_reason)r),
+					(unsigned long long)(b->closed[r] -
+							     a->closed[r]));
+	return buf;
+}
+
 /* Waits until @pool's counters for @addr satisfy @done, or fails. */
 static struct cpool_stats
 wait_stats(struct cpool *pool, const char *addr,
@@ -421,8 +440,8 @@ restart_and_settle(struct realsrv *srv, struct batch *b, int sig,
 		cr_assert_eq(peer_closes(&st) - peer_closes(&st0),
 			     (unsigned long long)st0.open,
 			     "evicted %llu connections for a peer reason, "
-			     "want %u", peer_closes(&st) - peer_closes(&st0),
-			     st0.open);
+			     "want %u (%s)", peer_closes(&st) - peer_closes(&st0),
+			     st0.open, closes_since(&st0, &st));
 	}
 	cr_assert_eq(realsrv_start_again(srv), 0);
 	cr_assert_neq(srv->pid, old);
@@ -444,8 +463,9 @@ settle_check(struct batch *b, const struct cpool_stats *st0)
 			peer_closes(st0) + st0->open, "old connections closed");
 	cr_assert_eq(peer_closes(&st) - peer_closes(st0),
 		     (unsigned long long)st0->open,
-		     "peer closes %llu, want the %u old connections",
-		     peer_closes(&st) - peer_closes(st0), st0->open);
+		     "peer closes %llu, want the %u old connections (%s)",
+		     peer_closes(&st) - peer_closes(st0), st0->open,
+		     closes_since(st0, &st));
 	cr_assert_eq(st.closed[CPOOL_CLOSE_BY_CALLER],
 		     st0->closed[CPOOL_CLOSE_BY_CALLER],
 		     "a request failed after the restart: %llu closed by the "
