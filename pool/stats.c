@@ -94,25 +94,43 @@ struct stats_acc {
 	int64_t open, idle, leased;
 };
 
-/* Open connections of @c, counters of one endpoint read by counters_add(). */
-static int64_t
-ep_open(const struct cpool_ep_counters *c)
+static uint64_t
+closes_sum(const struct cpool_ep_counters *c)
 {
-	int64_t n = (int64_t)c->connects;
+	uint64_t n = 0;
 
 	for (unsigned i = 0; i < CPOOL_CLOSE_REASON_COUNT; i++)
-		n -= (int64_t)c->closed[i];
+		n += __atomic_load_n(&c->closed[i], __ATOMIC_ACQUIRE);
 	return n;
+}
+
+/*
+ * Reads one endpoint's counters into @c (zeroed) and returns its open
+ * connections, connects - closes, as of one moment: the closes are summed
+ * again after the rest and the read is retried while a close came between,
+ * so open never counts a close and a connect that straddled the read (it
+ * could then pass max_conns_per_endpoint). A very busy endpoint gets the
+ * last try.
+ */
+static int64_t
+ep_read(const struct cpool_endpoint *ep, struct cpool_ep_counters *c)
+{
+	for (int tries = 0;; tries++) {
+		memset(c, 0, sizeof(*c));
+		counters_add(c, &ep->ctr);
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+		if (closes_sum(&ep->ctr) == closes_sum(c) || tries == 64)
+			return (int64_t)(c->connects - closes_sum(c));
+	}
 }
 
 static void
 ep_collect(const struct cpool_endpoint *ep, struct stats_acc *a)
 {
-	struct cpool_ep_counters c = { 0 };
+	struct cpool_ep_counters c;
 	unsigned i;
 
-	counters_add(&c, &ep->ctr);
-	a->open += ep_open(&c);
+	a->open += ep_read(ep, &c);
 	counters_add(&a->ctr, &c);
 	for (i = 0; i < ep->pool->nshards; i++) {
 		a->ctr.reuses += LOAD(&ep->idle[i].reuses);
