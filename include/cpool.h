@@ -388,7 +388,9 @@ CPOOL_API const char *cpool_close_reason_name(enum cpool_close_reason r);
  * @out:     caller sets out->size; at most that many bytes are written
  *
  * Counters are read without stopping the pool: each is exact, the set is
- * not a snapshot of one instant while calls run.
+ * not a snapshot of one instant while calls run, except that open, connects
+ * and closed[] of an endpoint agree (open = connects - closes of one
+ * moment): a read that shows nothing open counts every close.
  *
  * Context: MT-safe; never blocks on the network.
  * Return: 0; -EINVAL NULL argument or out->size too small; -ENOENT unknown

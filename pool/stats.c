@@ -30,11 +30,13 @@
 #include "alloc.h"
 #include "pool.h"
 
+#define LOAD_ACQ(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+
 /*
- * Adds @src to @dst. The closes are read first, with acquire: every
- * connection whose close is counted then has its connect counted too, so
- * connects - closes, the open gauge, is never below the truth of one moment
- * and agrees with the counters of the same snapshot.
+ * Adds @src to @dst. The closes are read first, and every load is an
+ * acquire (a plain load on x86), so the loads keep their order: a close
+ * counted here has its connect counted too (closes are added with release),
+ * and ep_read() can sum the closes again after all of them.
  */
 static void
 counters_add(struct cpool_ep_counters *dst, const struct cpool_ep_counters *src)
@@ -42,18 +44,17 @@ counters_add(struct cpool_ep_counters *dst, const struct cpool_ep_counters *src)
 	unsigned i;
 
 	for (i = 0; i < CPOOL_CLOSE_REASON_COUNT; i++)
-		dst->closed[i] += __atomic_load_n(&src->closed[i],
-						  __ATOMIC_ACQUIRE);
-	dst->reuses += LOAD(&src->reuses);
-	dst->new_leases += LOAD(&src->new_leases);
-	dst->connects += LOAD(&src->connects);
-	dst->connect_failures += LOAD(&src->connect_failures);
-	dst->steals += LOAD(&src->steals);
-	dst->waits += LOAD(&src->waits);
-	dst->timeouts += LOAD(&src->timeouts);
-	dst->fail_fasts += LOAD(&src->fail_fasts);
-	dst->backoffs += LOAD(&src->backoffs);
-	dst->prewarms += LOAD(&src->prewarms);
+		dst->closed[i] += LOAD_ACQ(&src->closed[i]);
+	dst->reuses += LOAD_ACQ(&src->reuses);
+	dst->new_leases += LOAD_ACQ(&src->new_leases);
+	dst->connects += LOAD_ACQ(&src->connects);
+	dst->connect_failures += LOAD_ACQ(&src->connect_failures);
+	dst->steals += LOAD_ACQ(&src->steals);
+	dst->waits += LOAD_ACQ(&src->waits);
+	dst->timeouts += LOAD_ACQ(&src->timeouts);
+	dst->fail_fasts += LOAD_ACQ(&src->fail_fasts);
+	dst->backoffs += LOAD_ACQ(&src->backoffs);
+	dst->prewarms += LOAD_ACQ(&src->prewarms);
 }
 
 static uint64_t
@@ -100,7 +101,7 @@ closes_sum(const struct cpool_ep_counters *c)
 	uint64_t n = 0;
 
 	for (unsigned i = 0; i < CPOOL_CLOSE_REASON_COUNT; i++)
-		n += __atomic_load_n(&c->closed[i], __ATOMIC_ACQUIRE);
+		n += LOAD_ACQ(&c->closed[i]);
 	return n;
 }
 
@@ -118,7 +119,6 @@ ep_read(const struct cpool_endpoint *ep, struct cpool_ep_counters *c)
 	for (int tries = 0;; tries++) {
 		memset(c, 0, sizeof(*c));
 		counters_add(c, &ep->ctr);
-		__atomic_thread_fence(__ATOMIC_ACQUIRE);
 		if (closes_sum(&ep->ctr) == closes_sum(c) || tries == 64)
 			return (int64_t)(c->connects - closes_sum(c));
 	}
