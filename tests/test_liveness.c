@@ -15,6 +15,7 @@
 #include <stdio.h>
 
 #include "util/check.h"
+#include "util/waitfor.h"
 
 TestSuite(liveness, .timeout = 120);
 
@@ -103,24 +104,25 @@ inject(struct fault_server *fs, int fd, enum fault f, bool by_port)
  * Waits (condition with a deadline, not a sleep) until the pool has closed
  * @want connections in all: background eviction is asynchronous.
  */
+static unsigned long long
+closed_total(const struct cpool_stats *st)
+{
+	unsigned long long n = 0;
+
+	for (int r = 0; r < CPOOL_CLOSE_REASON_COUNT; r++)
+		n += st->closed[r];
+	return n;
+}
+
 static void
 wait_closed_total(struct cpool *pool, const char *addr,
 		  unsigned long long want)
 {
-	struct timespec tick = { 0, 1000000 };
-	unsigned long long got = 0;
+	struct cpool_stats st;
 
-	for (int ms = 0; ms < WAIT_MS; ms++) {
-		struct cpool_stats st = stats_of(pool, addr);
-
-		got = 0;
-		for (int r = 0; r < CPOOL_CLOSE_REASON_COUNT; r++)
-			got += st.closed[r];
-		if (got >= want)
-			return;
-		nanosleep(&tick, NULL);
-	}
-	cr_assert_fail("closed total got %llu want %llu", got, want);
+	cr_assert(stats_wait(pool, addr, st, closed_total(&st) >= want,
+			     WAIT_MS),
+		  "closed total got %llu want %llu", closed_total(&st), want);
 }
 
 /* One idle connection, one fault, one checkout: the exact counter. */

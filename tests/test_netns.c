@@ -148,19 +148,6 @@ Test(netns, an_idle_connection_to_a_vanished_host_is_evicted_as_timed_out)
 	peer_stop(peer);
 }
 
-/* Waits until every byte sent on @fd was acknowledged by the peer. */
-static void
-wait_acked(int fd)
-{
-	int64_t deadline = now_ms() + WAIT_MS;
-	int outq = -1;
-
-	while (ioctl(fd, SIOCOUTQ, &outq) == 0 && outq > 0 &&
-	       now_ms() < deadline)
-		pause_1ms();
-	cr_assert_eq(outq, 0, "%d bytes never acknowledged", outq);
-}
-
 /* Blocks for the answer to a request, as a caller would. */
 static int
 await_answer(struct cpool_conn *c, int64_t t0, int64_t *took)
@@ -198,7 +185,7 @@ Test(netns, a_request_in_flight_to_a_vanished_host_fails_within_user_timeout)
 
 	/* A request the server got (ACKed) but will never answer... */
 	assert_ret(cpool_send(acked, "GET /slow\r\n", 11), 11);
-	wait_acked(cpool_conn_fd(acked));
+	assert_ret(wait_acked(cpool_conn_fd(acked), WAIT_MS), 0); /* bytes unACKed */
 	t0 = now_ms();
 	server_link_down();
 	/* ...and one that never arrives: retransmitted until UT expires. */

@@ -26,11 +26,7 @@ TestSuite(stats, .timeout = 60);
 static void
 let_time_pass(int ms)
 {
-	struct timespec ts = { .tv_sec = ms / 1000,
-			       .tv_nsec = (long)(ms % 1000) * 1000000L };
-
-	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-		;
+	pause_ms(ms);
 }
 
 Test(stats, count_exactly_per_endpoint_and_for_the_whole_pool)

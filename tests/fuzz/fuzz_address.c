@@ -39,6 +39,7 @@
 
 #include "cpool.h"
 #include "endpoint.h"
+#include "fuzz.h"
 
 #define FUZZ_INPUT_MAX 2048
 
@@ -48,24 +49,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static struct cpool *pool;
 static int log_cookie;
 
-#define CHECK(cond, ...)                                                       \
-	do {                                                                   \
-		if (!(cond)) {                                                 \
-			fprintf(stderr, "fuzz_address: %s:%d: %s: ",           \
-				__FILE__, __LINE__, #cond);                    \
-			fprintf(stderr, __VA_ARGS__);                          \
-			fputc('\n', stderr);                                   \
-			abort();                                               \
-		}                                                              \
-	} while (0)
-
 static void
 check_log(void *user_data, int level, const char *msg)
 {
-	CHECK(user_data == &log_cookie, "user_data %p", user_data);
-	CHECK(level >= CPOOL_LOG_ERROR && level <= CPOOL_LOG_DEBUG,
-	      "level %d", level);
-	CHECK(msg && strnlen(msg, 256) < 256, "log line unterminated");
+	fuzz_check_log(user_data, &log_cookie, level, msg);
 }
 
 int

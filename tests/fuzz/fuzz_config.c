@@ -41,6 +41,7 @@
 
 #include "cpool.h"
 #include "config.h"
+#include "fuzz.h"
 
 /* The largest struct a fuzzed size field may claim (mode 1). */
 #define FUZZ_SIZE_MAX 65536
@@ -63,24 +64,10 @@ struct fuzz_ctx {
 
 static struct fuzz_ctx ctx;
 
-#define CHECK(cond, ...)                                                       \
-	do {                                                                   \
-		if (!(cond)) {                                                 \
-			fprintf(stderr, "fuzz_config: %s:%d: %s: ",            \
-				__FILE__, __LINE__, #cond);                    \
-			fprintf(stderr, __VA_ARGS__);                          \
-			fputc('\n', stderr);                                   \
-			abort();                                               \
-		}                                                              \
-	} while (0)
-
 static void
 check_log(void *user_data, int level, const char *msg)
 {
-	CHECK(user_data == &ctx, "user_data %p", user_data);
-	CHECK(level >= CPOOL_LOG_ERROR && level <= CPOOL_LOG_DEBUG,
-	      "level %d", level);
-	CHECK(msg && strnlen(msg, 256) < 256, "log line unterminated");
+	fuzz_check_log(user_data, &ctx, level, msg);
 	ctx.nlog++;
 	if (level == CPOOL_LOG_ERROR)
 		ctx.nerror++;

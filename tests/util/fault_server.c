@@ -7,6 +7,7 @@
  * which is what makes every command synchronous.
  */
 #include "fault_server.h"
+#include "net.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -83,26 +84,6 @@ deadline_after(struct timespec *ts, int timeout_ms)
 	if (ts->tv_nsec >= 1000000000L) {
 		ts->tv_sec++;
 		ts->tv_nsec -= 1000000000L;
-	}
-}
-
-/*
- * Waits until every byte sent on @fd was acknowledged by the peer, i.e. sits
- * in the client's receive queue: a linger-0 close discards whatever is still
- * in the send queue, so "bytes then RST" needs this to be deterministic.
- * Polls SIOCOUTQ at 1 ms intervals for at most 10 s.
- */
-static void
-wait_acked(int fd)
-{
-	struct timespec tick = { .tv_nsec = 1000000 };
-
-	for (int i = 0; i < 10000; i++) {
-		int outq = 0;
-
-		if (ioctl(fd, SIOCOUTQ, &outq) == -1 || outq == 0)
-			return;
-		nanosleep(&tick, NULL);
 	}
 }
 
@@ -241,7 +222,12 @@ conn_act(struct fs_conn *fc, enum fs_action act, const void *buf, size_t len)
 		return true;
 	case FS_ACT_SEND_RESET:
 		send_all(fc->fd, buf, len);
-		wait_acked(fc->fd);
+		/*
+		 * Every byte acknowledged, i.e. in the client's receive
+		 * queue: a linger-0 close discards what is still in the send
+		 * queue, so "bytes then RST" needs this to be deterministic.
+		 */
+		wait_acked(fc->fd, 10000);
 		reset_close(fc->fd);
 		return true;
 	}

@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -193,6 +195,28 @@ now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+void
+pause_ms(long ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000,
+			       .tv_nsec = (ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+		;
+}
+
+int
+wait_acked(int fd, int timeout_ms)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+	int outq = -1;
+
+	while (ioctl(fd, SIOCOUTQ, &outq) == 0 && outq > 0 &&
+	       now_ms() < deadline)
+		pause_ms(1);
+	return outq;
+}
+
 static char
 thread_state(pid_t tid)
 {
@@ -217,14 +241,13 @@ int
 wait_thread_sleeping(pid_t tid, int timeout_ms)
 {
 	int64_t deadline = now_ms() + timeout_ms;
-	struct timespec tick = { .tv_nsec = 1000000 };
 
 	for (;;) {
 		if (thread_state(tid) == 'S')
 			return 0;
 		if (now_ms() > deadline)
 			return -ETIMEDOUT;
-		nanosleep(&tick, NULL);
+		pause_ms(1);
 	}
 }
 

@@ -53,6 +53,20 @@ int count_open_fds(void);
 int64_t now_ms(void);
 
 /*
+ * Lets @ms milliseconds pass (nanosleep, resumed after a signal). Only
+ * between two checks of a condition with a deadline, or where elapsed time
+ * is itself what is tested.
+ */
+void pause_ms(long ms);
+
+/*
+ * Waits until every byte sent on @fd was acknowledged by the peer (SIOCOUTQ
+ * at 1 ms intervals), at most @timeout_ms. Returns the bytes still
+ * unacknowledged: 0 once all were, or -1 if the queue cannot be read.
+ */
+int wait_acked(int fd, int timeout_ms);
+
+/*
  * Waits until thread @tid of this process is asleep (state 'S' in
  * /proc/self/task/<tid>/stat): used to know that a thread which announced
  * it is about to call a blocking function is now blocked inside it. The

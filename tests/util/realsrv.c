@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include "realsrv.h"
+#include "net.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -111,25 +112,6 @@ realsrv_available(enum realsrv_kind kind)
 	char buf[512];
 
 	return find_binary(kind, buf, sizeof(buf));
-}
-
-static int64_t
-mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void
-pause_ms(long ms)
-{
-	struct timespec ts = { .tv_sec = ms / 1000,
-			       .tv_nsec = (ms % 1000) * 1000000L };
-
-	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-		;
 }
 
 /* xorshift64*, seeded per thread from the clock and the thread's stack. */
@@ -317,7 +299,7 @@ out:
 static int
 wait_ready(struct realsrv *s)
 {
-	int64_t deadline = mono_ms() + READY_MS;
+	int64_t deadline = now_ms() + READY_MS;
 
 	for (;;) {
 		pid_t r = waitpid(s->pid, NULL, WNOHANG);
@@ -329,7 +311,7 @@ wait_ready(struct realsrv *s)
 		}
 		if (ask_pid(s->kind, s->port) == (long)s->pid)
 			return 0;
-		if (mono_ms() >= deadline)
+		if (now_ms() >= deadline)
 			return -ETIMEDOUT;
 		pause_ms(2); /* polling for the listener, with a deadline */
 	}
@@ -378,7 +360,7 @@ static bool
 wait_exit(pid_t pid, int ms)
 {
 	int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
-	int64_t deadline = mono_ms() + ms;
+	int64_t deadline = now_ms() + ms;
 	siginfo_t si;
 
 	if (pfd >= 0) {
@@ -395,7 +377,7 @@ wait_exit(pid_t pid, int ms)
 		if (waitid(P_PID, (id_t)pid, &si,
 			   WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid)
 			return true;
-		if (mono_ms() >= deadline)
+		if (now_ms() >= deadline)
 			return false;
 		pause_ms(1);
 	}

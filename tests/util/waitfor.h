@@ -24,10 +24,7 @@
 static inline void
 pause_1ms(void)
 {
-	struct timespec ts = { .tv_nsec = 1000000 };
-
-	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-		;
+	pause_ms(1);
 }
 
 /*
