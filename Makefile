@@ -4,6 +4,7 @@
 #   make test             install missing Debian packages, build, run the suite
 #   make bench            install missing packages, run every bench workload
 #   make asan | tsan      the whole suite under ASan+UBSan / TSan
+#   make debug            the whole suite against a CPOOL_DEBUG build
 #   make soak | soak-asan | soak-tsan   chaos soak; SOAK_SECONDS (60, or 20
 #                         under sanitizers)
 #   make fuzz | fuzz-ci   libFuzzer harnesses; FUZZ_SECONDS (60; 30 for CI)
@@ -33,18 +34,24 @@ SAN ?=
 PROJECT_CFLAGS := -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror \
 	-Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter \
 	-fvisibility=hidden -fPIC -Iinclude -Ipool
-URCU_LIBS := -lurcu-cds -lurcu-memb -lurcu-common
+URCU_LIBS := -lurcu-cds -lurcu-bp -lurcu-common
+# The tests also play a host that uses urcu-memb itself.
+TEST_URCU_LIBS := -lurcu-memb
 SYS_LIBS := -lpthread -ldl -lm
 JEMALLOC_PIC := $(shell $(CC) -print-file-name=libjemalloc_pic.a)
 
+# Sanitizer builds are debug builds too: invariants checked, pause points in.
 ifeq ($(SAN),asan)
 PROJECT_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer \
-	-fno-sanitize-recover=undefined -DCPOOL_ALLOC_LIBC -DCPOOL_SANITIZE
+	-fno-sanitize-recover=undefined -DCPOOL_ALLOC_LIBC -DCPOOL_SANITIZE \
+	-DCPOOL_DEBUG
 SAN_LDFLAGS := -fsanitize=address,undefined
 else ifeq ($(SAN),tsan)
 PROJECT_CFLAGS += -fsanitize=thread -fno-omit-frame-pointer \
-	-DCPOOL_ALLOC_LIBC -DCPOOL_SANITIZE
+	-DCPOOL_ALLOC_LIBC -DCPOOL_SANITIZE -DCPOOL_DEBUG
 SAN_LDFLAGS := -fsanitize=thread
+else ifeq ($(SAN),debug)
+PROJECT_CFLAGS += -DCPOOL_DEBUG
 endif
 
 LIB_SRCS := $(wildcard pool/*.c)
@@ -61,8 +68,8 @@ DEB_PKGS := gcc make liburcu-dev libjemalloc-dev libcriterion-dev memcached \
 	redis-server libhiredis-dev libaprutil1-dev libmemcached-dev pkg-config \
 	valgrind iproute2
 
-.PHONY: all lib install uninstall clean deps test asan tsan bench \
-	bench-callgrind check-exports
+.PHONY: all lib install uninstall clean deps test debug debug-test asan tsan bench \
+	bench-callgrind check-exports check-layers
 
 all: lib
 
@@ -76,7 +83,7 @@ $(BUILD)/%.o: %.c $(LIB_HDRS) $(wildcard tests/util/*.h) Makefile
 # archive become one relocatable object in which every global but cpool_* is
 # made local, so neither libcpool.a nor libcpool.so can replace the host's
 # malloc. Sanitizer builds use libc through the same funnel (pool/alloc.h).
-ifeq ($(SAN),)
+ifeq ($(filter asan tsan,$(SAN)),)
 $(BUILD)/cpool.o: $(LIB_OBJS)
 	$(LD) -r -o $@.tmp $(LIB_OBJS) $(JEMALLOC_PIC)
 	objcopy --wildcard --keep-global-symbol='!cpool__*' \
@@ -93,7 +100,7 @@ $(BUILD)/libcpool.a: $(BUILD)/cpool.o
 
 $(BUILD)/libcpool.so: $(BUILD)/cpool.o pool/libcpool.map
 	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=pool/libcpool.map \
-		$(if $(SAN),,-Wl,-z,defs) $(SAN_LDFLAGS) $(LDFLAGS) \
+		$(if $(filter asan tsan,$(SAN)),,-Wl,-z,defs) $(SAN_LDFLAGS) $(LDFLAGS) \
 		-o $(BUILD)/libcpool.so.$(VERSION) $(BUILD)/cpool.o $(URCU_LIBS) $(SYS_LIBS)
 	ln -sf libcpool.so.$(VERSION) $(BUILD)/$(SONAME)
 	ln -sf $(SONAME) $@
@@ -102,9 +109,13 @@ $(BUILD)/cpool.pc: Makefile include/cpool.h
 	@mkdir -p $(BUILD)
 	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCLUDEDIR)' '' \
 		'Name: cpool' 'Description: pool of live, clean persistent client connections' \
-		'Version: $(VERSION)' 'Requires.private: liburcu-cds liburcu-memb' \
+		'Version: $(VERSION)' 'Requires.private: liburcu-cds liburcu-bp' \
 		'Libs: -L$${libdir} -lcpool' 'Libs.private: $(SYS_LIBS)' \
 		'Cflags: -I$${includedir}' > $@
+
+# pool/ includes go down the layers only (tests/layers.sh has the order).
+check-layers:
+	@sh tests/layers.sh
 
 # Only cpool_* may leave the shared object.
 check-exports: $(BUILD)/libcpool.so
@@ -147,16 +158,29 @@ deps:
 $(TEST_BIN): $(TEST_OBJS) $(BUILD)/libcpool.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(SAN_LDFLAGS) $(LDFLAGS) -o $@ $(TEST_OBJS) $(BUILD)/libcpool.a \
-		-lcriterion -lhiredis $(URCU_LIBS) $(SYS_LIBS)
+		-lcriterion -lhiredis $(URCU_LIBS) $(TEST_URCU_LIBS) $(SYS_LIBS)
 
 TSAN_OPTIONS_RUN := suppressions=$(CURDIR)/tests/tsan.supp halt_on_error=1 second_deadlock_stack=1
 ASAN_OPTIONS_RUN := detect_leaks=1:abort_on_error=0:halt_on_error=1
 LSAN_OPTIONS_RUN := suppressions=$(CURDIR)/tests/lsan.supp
 UBSAN_OPTIONS_RUN := print_stacktrace=1:halt_on_error=1
 
+# make test: the whole suite against the library a user links, then the
+# forced interleavings (pause points, tests/test_interleave.c) against a
+# debug build of it.
 test: deps
-	@$(MAKE) --no-print-directory $(TEST_BIN) check-exports
+	@$(MAKE) --no-print-directory $(TEST_BIN) check-exports check-layers
 	$(TEST_BIN) $(CRITERION_FLAGS)
+	@$(MAKE) --no-print-directory debug-test
+
+debug-test:
+	@$(MAKE) --no-print-directory BUILD=build-debug SAN=debug build-debug/tests/cpool_tests
+	build-debug/tests/cpool_tests $(CRITERION_FLAGS) --filter 'interleave/*'
+
+# The whole suite against the debug build.
+debug: deps
+	@$(MAKE) --no-print-directory BUILD=build-debug SAN=debug build-debug/tests/cpool_tests
+	build-debug/tests/cpool_tests $(CRITERION_FLAGS)
 
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan SAN=asan build-asan/tests/cpool_tests
@@ -171,6 +195,7 @@ tsan: deps
 -include bench/bench.mk
 -include tests/fuzz/fuzz.mk
 -include tests/soak/soak.mk
+-include tests/model/model.mk
 
 clean:
-	rm -rf build build-asan build-tsan bench/results/*.csv
+	rm -rf build build-asan build-tsan build-debug bench/results/*.csv

@@ -25,6 +25,44 @@
  *    MT-safe on the same connection;
  *  - cpool_probe(), cpool_verdict_name(), cpool_close_reason_name(),
  *    cpool_strerror() and cpool_config_init() touch no shared state.
+ *
+ * Signals: no call is async-signal-safe; never call the library from a
+ * signal handler. Its worker threads block every signal, so the host's
+ * handlers never run on them.
+ *
+ * Cancellation (pthread_cancel): the only cancellation point in the library
+ * is the wait of cpool_acquire() at max_conns_per_endpoint. A waiter
+ * cancelled there leaves the endpoint as it found it: a cleanup handler
+ * takes it out of the queue and passes on whatever a release had handed it
+ * (the connection or the slot goes to the next waiter), so later releases
+ * and acquires work. Everything else the library does (connects, closes,
+ * probes, hooks) runs with cancellation disabled and the caller's state is
+ * restored on return, so a pending cancellation is acted on at the
+ * caller's next cancellation point, with the library's state whole.
+ * cpool_send() and cpool_recv() are cancellation points like send(2) and
+ * recv(2): cancelled there, the lease is still the caller's to release
+ * (with CPOOL_RELEASE_CLOSE) from its own cleanup handler. Asynchronous
+ * cancellation is not supported.
+ *
+ * fork(): a pool belongs to the process that created it. In a child of
+ * that process every call on an inherited pool fails with -ECHILD, except
+ * cpool_release() of a lease the forking thread held (it closes the
+ * child's copy of the fd) and cpool_destroy() (it closes the child's copies
+ * and frees the memory without waiting). The child never reads, writes,
+ * shuts down or un-watches a socket of the parent's: at the fork each of
+ * the child's copies is pointed at /dev/null, so the parent's connections
+ * keep serving the parent and really close when the parent closes them.
+ * A pool created in the child is an ordinary pool. (The library installs
+ * pthread_atfork() handlers to make this so, and calls liburcu-bp's fork
+ * handlers from them: a host that uses urcu-bp must not call
+ * urcu_bp_before_fork() and friends itself.)
+ *
+ * liburcu: the library's RCU readers use the urcu-bp flavor, registered
+ * and forgotten automatically, with a registry of their own. A host may
+ * use liburcu itself (urcu-memb, -mb, -qsbr, -signal, or -bp) and
+ * register and unregister its threads before, between and after cpool
+ * calls; its grace periods never wait for the library's threads, whose
+ * workers never hold a read-side section at all.
  */
 #ifndef CPOOL_H
 #define CPOOL_H
@@ -193,8 +231,13 @@ CPOOL_API int cpool_create(const struct cpool_config *cfg, struct cpool **out);
  * when destroy starts return -ESHUTDOWN (or the lease they got); no call
  * other than cpool_release() of an outstanding lease may start after it.
  *
+ * In a fork child, on a pool inherited from the parent (see fork() above):
+ * closes the child's copies of the pool's fds (they point at /dev/null),
+ * frees the memory, and returns without waiting for anything; leases the
+ * child still holds stay valid until their cpool_release().
+ *
  * Context: call once, not from a cpool callback; blocks for the workers to
- *          stop, RCU grace periods and the closes.
+ *          stop, an RCU grace period and the closes.
  */
 CPOOL_API void cpool_destroy(struct cpool *pool);
 
@@ -207,7 +250,8 @@ CPOOL_API void cpool_destroy(struct cpool *pool);
  * with -ESHUTDOWN. From then on every call that takes @pool fails with
  * -ESHUTDOWN (stats stay readable for the whole pool); leases still out are
  * closed at release. Use it when other threads may still call the pool:
- * shut down, join them, then cpool_destroy(). Idempotent.
+ * shut down, join them, then cpool_destroy(). Idempotent. Does nothing on
+ * a pool inherited across fork() (cpool_destroy() it).
  *
  * Context: MT-safe, not from a cpool callback; blocks like cpool_destroy().
  */
@@ -225,7 +269,7 @@ CPOOL_API void cpool_shutdown(struct cpool *pool);
  * Return: 0; -EINVAL NULL argument, malformed address, port 0 or > 65535,
  *         unix path too long; -EEXIST already added; -EHOSTUNREACH the name
  *         does not resolve; -EAGAIN temporary resolver failure; -ESHUTDOWN
- *         pool being destroyed; -ENOMEM.
+ *         pool being destroyed; -ECHILD in a fork child; -ENOMEM.
  */
 CPOOL_API int cpool_endpoint_add(struct cpool *pool, const char *address);
 
@@ -239,8 +283,9 @@ CPOOL_API int cpool_endpoint_add(struct cpool *pool, const char *address);
  * wake with -ENOENT. The endpoint's memory is freed after an RCU grace period
  * and its last connection. The same address may be added again at once.
  *
- * Context: MT-safe; blocks for the closes.
- * Return: 0; -EINVAL NULL argument; -ENOENT unknown address; -ESHUTDOWN.
+ * Context: MT-safe; blocks for the closes and an RCU grace period.
+ * Return: 0; -EINVAL NULL argument; -ENOENT unknown address; -ESHUTDOWN;
+ *         -ECHILD in a fork child.
  */
 CPOOL_API int cpool_endpoint_remove(struct cpool *pool, const char *address);
 
@@ -256,16 +301,24 @@ CPOOL_API int cpool_endpoint_remove(struct cpool *pool, const char *address);
  * are closed with their reason and the next one is tried. Otherwise steals an
  * idle connection from another shard, or opens a new one if the endpoint is
  * below max_conns_per_endpoint, or waits up to acquire_timeout_ms for a
- * release to hand it a connection or a slot. Every lease ends in exactly one
- * cpool_release().
+ * release to hand it a connection or a slot. A waiter never times out while
+ * a connection it could have had sits idle: it looks once more at its
+ * deadline. Every lease ends in exactly one cpool_release().
+ *
+ * Failures of this host rather than of the endpoint (-EMFILE, -ENFILE,
+ * -ENOMEM, -ENOBUFS, and -ENOSPC when fs.epoll.max_user_watches is
+ * reached) are returned as they are and never start the endpoint's
+ * connect backoff: the next acquire tries again.
  *
  * Context: MT-safe. Blocks for at most acquire_timeout_ms waiting for a slot,
- *          plus connect_timeout_ms when it opens a connection.
+ *          plus connect_timeout_ms when it opens a connection. The wait for
+ *          a slot is a cancellation point (see Cancellation above).
  * Return: 0; -EINVAL NULL argument; -ENOENT unknown or removed endpoint;
  *         -ETIMEDOUT no slot in time (or the connect timed out);
- *         -ESHUTDOWN pool being destroyed; -EMFILE/-ENFILE no fd; -ENOMEM;
- *         the connect error (-ECONNREFUSED, -EHOSTUNREACH, ...); the
- *         on_connect error (-ECONNABORTED for a positive return).
+ *         -ESHUTDOWN pool being destroyed; -ECHILD the pool was inherited
+ *         across fork(); -EMFILE/-ENFILE no fd; -ENOSPC no epoll watch
+ *         left; -ENOMEM; the connect error (-ECONNREFUSED, -EHOSTUNREACH,
+ *         ...); the on_connect error (-ECONNABORTED for a positive return).
  */
 CPOOL_API int cpool_acquire(struct cpool *pool, const char *address,
 			    struct cpool_conn **out);
@@ -360,7 +413,7 @@ CPOOL_API ssize_t cpool_recv(struct cpool_conn *c, void *buf, size_t len);
  * so a stale errno never changes the verdict; errno is preserved. Consumes
  * no data, but reads (and so clears) a pending socket error.
  *
- * Context: any thread; never blocks.
+ * Context: any thread; never blocks; not a cancellation point.
  * Return: the verdict.
  */
 CPOOL_API enum cpool_verdict cpool_probe(int fd);
@@ -394,7 +447,7 @@ CPOOL_API const char *cpool_close_reason_name(enum cpool_close_reason r);
  *
  * Context: MT-safe; never blocks on the network.
  * Return: 0; -EINVAL NULL argument or out->size too small; -ENOENT unknown
- *         address.
+ *         address; -ECHILD in a fork child.
  */
 CPOOL_API int cpool_stats_get(struct cpool *pool, const char *address,
 			      struct cpool_stats *out);
@@ -412,7 +465,8 @@ CPOOL_API int cpool_stats_get(struct cpool *pool, const char *address,
  *
  * Context: MT-safe; never blocks on the network.
  * Return: the length written, without the NUL; -EINVAL NULL @pool, or NULL
- *         @buf with @len > 0; -ENOSPC @buf too small; -ENOMEM.
+ *         @buf with @len > 0; -ENOSPC @buf too small; -ECHILD in a fork
+ *         child; -ENOMEM.
  */
 CPOOL_API int cpool_stats_format(struct cpool *pool, char *buf, size_t len);
 

@@ -33,7 +33,7 @@ cpool__alloc(size_t size, size_t align, unsigned slot)
 	if (posix_memalign(&p, align, size))
 		return NULL;
 	memset(p, 0, size);
-	ATOMIC_ADD(&allocated_bytes, size);
+	ADD_RLX(&allocated_bytes, size);
 	return p;
 }
 
@@ -42,7 +42,7 @@ cpool__free(void *p, size_t size)
 {
 	if (!p)
 		return;
-	ATOMIC_ADD(&allocated_bytes, -size);
+	ADD_RLX(&allocated_bytes, -size);
 	free(p);
 }
 
@@ -51,7 +51,7 @@ cpool_memory_get(size_t *bytes)
 {
 	if (!bytes)
 		return -EINVAL;
-	*bytes = LOAD(&allocated_bytes);
+	*bytes = LOAD_RLX(&allocated_bytes);
 	return 0;
 }
 
@@ -151,3 +151,7 @@ cpool__random(void)
 	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
 	return z ^ (z >> 31);
 }
+
+#ifdef CPOOL_DEBUG
+int (*cpool_debug_pause_hook)(int point, const void *obj);
+#endif

@@ -1,215 +1,167 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Connections: opening one (connect, options, on_connect), closing one with
- * its reason, and the lease holder's calls (fd, reused, send, recv).
+ * Connections: the one place that says who owns a connection.
  *
- * cpool_send() and cpool_recv() never raise SIGPIPE (MSG_NOSIGNAL; recv
- * cannot raise it) and mark the connection broken on any error but a
- * nonblocking EAGAIN, so that a desynchronised stream is never pooled again.
+ *                 open ok (caller)            checkout ok
+ *     NEW ──────────────────────────> LEASED <──────────── BUSY
+ *      │ \  open ok (prewarm)            │  ^                ^ │
+ *      │  `──────────────> BUSY          │  │ handed over    │ │ give back,
+ *      │ open failed                     │  │ to a waiter    │ │ prewarm add
+ *      v                                 │  │ (stays BUSY)   │ v
+ *    CLOSED <──── BUSY <─────────────────┘  │          pop / claim / drain
+ *                  (close)   release to close          │
+ *                                   release to pool ─> IDLE
+ *
+ *  - NEW: the thread opening it (a caller that reserved a slot, or a
+ *    worker prewarming) owns it; nobody else can see it yet.
+ *  - IDLE: its home list owns it; it changes state only under that list's
+ *    spinlock. A caller pops it (IDLE -> BUSY), a worker claims it for an
+ *    epoll event or an expiry (compare-and-swap IDLE -> BUSY, lock held),
+ *    a remover drains it (IDLE -> BUSY). Whoever moved it owns it.
+ *  - BUSY: exactly one thread owns it and it is in no list: a checkout
+ *    probing it, a worker probing or closing it, a waiter it was handed
+ *    to, a remover closing it. It leaves BUSY to become a lease, to go back
+ *    into a list (IDLE, under that list's lock) or to be closed.
+ *  - LEASED: the caller holding the lease, until cpool_release(): back to
+ *    a list (IDLE), handed to a waiter (BUSY), or closed (BUSY -> CLOSED).
+ *  - CLOSED: the fd is closed. The memory stays valid until the worker
+ *    whose epoll it was registered with has finished the epoll_wait that
+ *    might still name it (its reaper, worker.c); then it is freed.
+ *
+ * Only cpool__conn_move() and cpool__conn_claim() write the state; the
+ * table below is every legal transition.
+ *
+ * The fd: socket() and close() run under the endpoint's connection-set
+ * lock (fork-atomic, see conn.h). A close first waits for workers arming
+ * the watch (c->arming), un-watches it explicitly (a copy of the fd in a
+ * fork child would otherwise keep the registration alive) and then closes.
+ * When a protocol hook closes the fd itself, the connection leaves its set
+ * before the hook runs (a fork in between leaves the child one copy to
+ * close at exit, and never has it neutralise a number reused meanwhile).
  */
 #include "conn.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 #include <urcu/arch.h>
 
-#include "alloc.h"
-#include "endpoint.h"
-#include "log.h"
 #include "sock.h"
-#include "worker.h"
 
-static int
-run_on_connect(struct cpool_endpoint *ep, int fd, uint64_t deadline_ns)
+#define M(s) (1u << (s))
+const uint8_t cpool__conn_moves[CONN_NSTATES] = {
+	[CONN_NEW] = M(CONN_LEASED) | M(CONN_BUSY) | M(CONN_CLOSED),
+	[CONN_IDLE] = M(CONN_BUSY),
+	[CONN_BUSY] = M(CONN_LEASED) | M(CONN_IDLE) | M(CONN_CLOSED),
+	[CONN_LEASED] = M(CONN_IDLE) | M(CONN_BUSY),
+	[CONN_CLOSED] = 0,
+};
+#undef M
+
+void
+cpool__conn_set_init(struct cpool_conn_set *set)
 {
-	const struct cpool_config *cfg = &ep->pool->cfg;
-	bool bounded = !(cfg->flags & CPOOL_NONBLOCK);
-	uint64_t now = cpool__now_ns();
-	int rc, err;
-
-	if (now >= deadline_ns)
-		return -ETIMEDOUT;
-	if (bounded) {
-		err = cpool__sock_set_io_timeout(
-			fd, (deadline_ns - now + 999999) / 1000000);
-		if (err)
-			return err;
-	}
-	rc = cfg->on_connect(fd, ep->key, cfg->user_data);
-	if (rc < 0)
-		return rc;
-	if (rc > 0)
-		return -ECONNABORTED;
-	return bounded ? cpool__sock_set_io_timeout(fd, 0) : 0;
-}
-
-int
-cpool__conn_open(struct cpool_endpoint *ep, unsigned sh,
-		 struct cpool_conn **out, bool trial)
-{
-	struct cpool *pool = ep->pool;
-	uint64_t deadline, jitter;
-	struct cpool_conn *c;
-	int fd, err;
-
-	deadline = cpool__now_ns() +
-		   (uint64_t)pool->cfg.connect_timeout_ms * 1000000u;
-	c = cpool__alloc(sizeof(*c), CPOOL_CACHELINE, sh);
-	if (!c) {
-		err = -ENOMEM;
-		goto fail;
-	}
-	fd = cpool__sock_connect(ep->family, (struct sockaddr *)&ep->sa,
-				 ep->salen, &pool->cfg, deadline);
-	if (fd < 0) {
-		err = fd;
-		goto fail;
-	}
-	if (pool->cfg.on_connect) {
-		err = run_on_connect(ep, fd, deadline);
-		if (err) {
-			close(fd);
-			goto fail;
-		}
-	}
-	c->fd = fd;
-	err = cpool__worker_watch(pool, sh, c);
-	if (err) {
-		close(fd);
-		goto fail;
-	}
-	c->ep = ep;
-	c->state = CONN_LEASED;
-	if (pool->lifetime_ns) {
-		/* 0-2.5 % less, so a burst of connections does not expire in
-		 * the same instant (HikariCP). */
-		jitter = cpool__random() % (pool->lifetime_ns / 40 + 1);
-		c->expires_ns = cpool__coarse_ns() + pool->lifetime_ns - jitter;
-	}
-	ATOMIC_ADD(&ep->ctr.connects, 1); /* open = connects - closes */
-	cpool__ep_connect_done(ep, 0, trial);
-	*out = c;
-	return 0;
-fail:
-	cpool__free(c, sizeof(*c));
-	ATOMIC_ADD(&ep->ctr.connect_failures, 1);
-	cpool__ep_connect_done(ep, err, trial);
-	cpool__log(&pool->cfg, CPOOL_LOG_WARN, "connect to %s: %s", ep->key,
-		   cpool_strerror(err));
-	return err;
-}
-
-static void
-conn_free_rcu(struct rcu_head *head)
-{
-	CPOOL_RCU_GP_DONE();
-	cpool__free(caa_container_of(head, struct cpool_conn, rcu),
-		    sizeof(struct cpool_conn));
+	pthread_mutex_init(&set->lock, NULL);
+	CDS_INIT_LIST_HEAD(&set->all);
 }
 
 void
-cpool__conn_close(struct cpool_conn *c, enum cpool_close_reason reason,
-		  bool leased)
+cpool__conn_set_destroy(struct cpool_conn_set *set)
 {
-	struct cpool_endpoint *ep = c->ep;
-
-	cpool__rcu_ensure();
-	/* Workers arming it right now use the fd number: let them finish. */
-	while (__atomic_load_n(&c->arming, __ATOMIC_ACQUIRE))
-		caa_cpu_relax();
-	STORE(&c->state, CONN_CLOSED);
-	/* Explicitly: a dup of the fd elsewhere would keep it registered. */
-	epoll_ctl(c->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-	/*
-	 * Counted before the fd goes: whoever sees it closed sees the count.
-	 * Release: a stats reader that sees this close sees its connect too
-	 * (cpool__stats: open = connects - closes).
-	 */
-	__atomic_add_fetch(&ep->ctr.closed[reason], 1, __ATOMIC_RELEASE);
-	if (leased)
-		ATOMIC_ADD(&ep->leased_adj, -1);
-	close(c->fd);
-	/* A worker may hold it from an epoll event: free after a grace period. */
-	cpool__call_rcu(&c->rcu, conn_free_rcu);
-	cpool__ep_slot_put(ep);
+	CPOOL_BUG_ON(!cds_list_empty(&set->all));
+	pthread_mutex_destroy(&set->lock);
 }
 
 int
-cpool_conn_fd(const struct cpool_conn *c)
+cpool__conn_socket(struct cpool_conn *c, struct cpool_conn_set *set,
+		   int family, const struct cpool_config *cfg)
 {
-	return c ? c->fd : -EINVAL;
+	int fd;
+
+	pthread_mutex_lock(&set->lock);
+	fd = cpool__sock_open(family, cfg);
+	if (fd >= 0) {
+		c->fd = fd;
+		cds_list_add(&c->all, &set->all);
+	}
+	pthread_mutex_unlock(&set->lock);
+	return fd < 0 ? fd : 0;
 }
 
-bool
-cpool_conn_reused(const struct cpool_conn *c)
+int
+cpool__conn_watch(struct cpool_conn *c, int epfd)
 {
-	return c && c->reused;
-}
+	struct epoll_event ev = { .events = EPOLLONESHOT, .data.ptr = c };
+	int err = CPOOL_FAULT(CPOOL_PP_FAULT_EPOLL_ADD, c);
 
-static bool
-conn_check_lease(struct cpool_conn *c, const char *fn)
-{
-	if (likely(LOAD(&c->state) == CONN_LEASED))
-		return true;
-	cpool__log(&c->ep->pool->cfg, CPOOL_LOG_ERROR,
-		   "%s on a connection that is not leased", fn);
-	return false;
-}
-
-/* Whether err is a nonblocking "try again" that leaves the stream intact. */
-static bool
-conn_soft_eagain(const struct cpool_conn *c, int err)
-{
-	return (err == EAGAIN || err == EWOULDBLOCK) &&
-	       (c->ep->pool->cfg.flags & CPOOL_NONBLOCK);
-}
-
-ssize_t
-cpool_send(struct cpool_conn *c, const void *buf, size_t len)
-{
-	const char *p = buf;
-	size_t off = 0;
-	ssize_t n;
-
-	if (!c || (!buf && len) || !conn_check_lease(c, "cpool_send"))
-		return -EINVAL;
-	while (off < len) {
-		n = send(c->fd, p + off, len - off, MSG_NOSIGNAL);
-		if (n >= 0) {
-			off += (size_t)n;
-			continue;
-		}
-		if (errno == EINTR)
-			continue;
-		if (conn_soft_eagain(c, errno))
-			return off ? (ssize_t)off : -EAGAIN;
-		c->broken = true;
+	if (err)
+		return err;
+	if (epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev) == -1)
 		return -errno;
-	}
-	return (ssize_t)off;
+	c->epfd = epfd;
+	return 0;
 }
 
-ssize_t
-cpool_recv(struct cpool_conn *c, void *buf, size_t len)
+void
+cpool__conn_arm(struct cpool_conn *c)
 {
-	ssize_t n;
+	struct epoll_event ev = {
+		.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT,
+		.data.ptr = c,
+	};
 
-	if (!c || (!buf && len) || !conn_check_lease(c, "cpool_recv"))
-		return -EINVAL;
-	if (len == 0)
-		return 0;
-	do {
-		n = recv(c->fd, buf, len, 0);
-	} while (n == -1 && errno == EINTR);
-	if (n > 0)
-		return n;
-	if (n == 0) {
-		c->broken = true;
-		return 0;
+	epoll_ctl(c->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+	__atomic_sub_fetch(&c->arming, 1, __ATOMIC_RELEASE);
+}
+
+void
+cpool__conn_unwatch(struct cpool_conn *c, bool forked)
+{
+	/* A worker arming it right now uses the fd number: let it finish. */
+	while (LOAD_ACQ(&c->arming))
+		caa_cpu_relax();
+	if (!forked && c->epfd >= 0)
+		epoll_ctl(c->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	c->epfd = -1;
+}
+
+void
+cpool__conn_close_fd(struct cpool_conn *c, struct cpool_conn_set *set)
+{
+	pthread_mutex_lock(&set->lock);
+	close(c->fd);
+	cds_list_del(&c->all);
+	pthread_mutex_unlock(&set->lock);
+	c->fd = -1;
+}
+
+void
+cpool__conn_forget(struct cpool_conn *c, struct cpool_conn_set *set,
+		   bool neutralise)
+{
+	pthread_mutex_lock(&set->lock);
+	if (neutralise)
+		cpool__fd_neutralise(c->fd);
+	cds_list_del(&c->all);
+	pthread_mutex_unlock(&set->lock);
+}
+
+int
+cpool__fd_neutralise(int fd)
+{
+	int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+	if (nul == -1) /* no /dev/null (a chroot): a socket nobody connects */
+		nul = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (nul == -1)
+		return -errno;
+	if (dup3(nul, fd, O_CLOEXEC) == -1) {
+		int err = -errno;
+
+		close(nul);
+		return err;
 	}
-	if (conn_soft_eagain(c, errno))
-		return -EAGAIN;
-	c->broken = true;
-	return -errno;
+	close(nul);
+	return 0;
 }

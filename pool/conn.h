@@ -1,28 +1,140 @@
 /* SPDX-License-Identifier: MIT */
-/* Connection objects: open (connect + on_connect), checkout checks, close. */
+/*
+ * Connection objects: their one state machine, their fd's life (socket,
+ * epoll registration, arming, close) and the lease holder's calls. The
+ * states and who may move them are drawn in conn.c's top comment.
+ */
 #ifndef CPOOL_CONN_H
 #define CPOOL_CONN_H
 
-#include "pool-t.h"
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <urcu/list.h>
+
+#include "cpool.h"
+#include "util.h"
+
+enum cpool_conn_state {
+	CONN_NEW = 0,	/* being opened by one thread */
+	CONN_IDLE,	/* in an idle list (home); moves only under its lock */
+	CONN_BUSY,	/* out of every list, owned by exactly one thread */
+	CONN_LEASED,	/* a caller's lease */
+	CONN_CLOSED,	/* fd closed; the memory waits for its reaper */
+	CONN_NSTATES
+};
+
+struct cpool_idle;
+struct cpool_endpoint;
+
+struct cpool_conn {
+	int fd;
+	unsigned state;		 /* enum cpool_conn_state: cpool__conn_move() */
+	bool reused;		 /* this lease came from the idle set */
+	bool broken;		 /* a send/recv error: close at release */
+	unsigned uses;		 /* leases so far */
+	struct cpool_endpoint *ep; /* holds a reference on it until freed */
+	struct cds_list_head link; /* in its home list while CONN_IDLE */
+	uint64_t released_ns;	 /* tick at the last release or give-back */
+	uint64_t expires_ns;	 /* end of life with jitter; UINT64_MAX never */
+	struct cpool_idle *home; /* its list while CONN_IDLE (store-release) */
+	int epfd;		 /* the worker epoll it is registered with */
+	unsigned arming;	 /* EPOLL_CTL_MODs in flight (workers) */
+	struct cpool_stack *reaper; /* frees it after its worker's next wait */
+	struct cpool_snode rnode;   /* in the reaper's stack once closed */
+	struct cds_list_head all;   /* in its set from socket() to close() */
+	void *ctx;		 /* cpool_conn_set_ctx() */
+};
 
 /*
- * Opens a new connection to @ep for a caller that holds one of its slots;
- * the connection is the caller's lease and owns the slot from then on.
- * Counts connects and connect_failures and feeds the endpoint's backoff
- * (@trial: this connect was let through by cpool__ep_connect_gate() as the
- * trial). Registers the fd with shard @sh's worker. On failure the slot
- * stays the caller's. Returns 0 or -errno. No lock held: this blocks up to
- * connect_timeout_ms.
+ * Every connection of an endpoint with an open fd, under a lock that is
+ * held across socket() and close() themselves: a fork() (whose prepare
+ * handler takes every set's lock) then always sees exactly the fds the
+ * sets list, so the child can neutralise its copies of all of them.
  */
-int cpool__conn_open(struct cpool_endpoint *ep, unsigned sh,
-		     struct cpool_conn **out, bool trial);
+struct cpool_conn_set {
+	pthread_mutex_t lock;
+	struct cds_list_head all;
+};
+
+void cpool__conn_set_init(struct cpool_conn_set *set);
+void cpool__conn_set_destroy(struct cpool_conn_set *set);
 
 /*
- * Closes @c and frees it after a grace period, counting @reason, and gives
- * its slot back (to a waiter if one waits). @leased says whether @c was a lease (for the
- * gauges). No lock held.
+ * The state machine. Moves @c from @from to @to, which must be a legal
+ * transition (conn.c); an illegal one trips CPOOL_BUG_ON in debug builds.
+ * Moves to and from CONN_IDLE happen under the home list's lock.
  */
-void cpool__conn_close(struct cpool_conn *c, enum cpool_close_reason reason,
-		       bool leased);
+extern const uint8_t cpool__conn_moves[CONN_NSTATES];
+
+static inline void
+cpool__conn_move(struct cpool_conn *c, unsigned from, unsigned to)
+{
+	CPOOL_BUG_ON(LOAD_RLX(&c->state) != from ||
+		     !(cpool__conn_moves[from] & (1u << to)));
+	STORE_REL(&c->state, to);
+}
+
+/*
+ * The worker's claim on a connection an epoll event named: IDLE -> BUSY by
+ * compare-and-swap, under the home list's lock. Returns false when someone
+ * else owns it now (a caller leased it first).
+ */
+static inline bool
+cpool__conn_claim(struct cpool_conn *c)
+{
+	unsigned idle = CONN_IDLE;
+
+	return __atomic_compare_exchange_n(&c->state, &idle, CONN_BUSY, false,
+					   __ATOMIC_ACQ_REL, __ATOMIC_RELAXED);
+}
+
+/*
+ * Opens @c's socket (cpool__sock_open()) and enters it in @set, both under
+ * the set's lock. Returns 0 or -errno (nothing to undo).
+ */
+int cpool__conn_socket(struct cpool_conn *c, struct cpool_conn_set *set,
+		       int family, const struct cpool_config *cfg);
+
+/*
+ * Registers @c's fd with the worker epoll @epfd as a disarmed one-shot:
+ * the worker arms it once it has been idle a tick. Returns 0 or -errno.
+ */
+int cpool__conn_watch(struct cpool_conn *c, int epfd);
+
+/*
+ * Arms the watch (EPOLLIN | EPOLLRDHUP, one-shot). The caller (a worker)
+ * counted itself in c->arming under the home list's lock; this drops the
+ * count, and cpool__conn_unwatch() waits for it, so the fd number cannot
+ * be closed and reused under the EPOLL_CTL_MOD.
+ */
+void cpool__conn_arm(struct cpool_conn *c);
+
+/*
+ * Waits for any arming in flight, then un-watches the fd explicitly: a
+ * copy of it elsewhere would keep the registration alive after close().
+ * Not in a fork child (@forked): the epoll is the parent's.
+ */
+void cpool__conn_unwatch(struct cpool_conn *c, bool forked);
+
+/* Closes the fd and takes @c out of @set, under the set's lock. */
+void cpool__conn_close_fd(struct cpool_conn *c, struct cpool_conn_set *set);
+
+/*
+ * Takes @c out of @set without closing its fd (a protocol hook will);
+ * @neutralise points the fd at /dev/null first (cpool__fd_neutralise()), so
+ * the hook's goodbye reaches nobody and the socket itself is released.
+ */
+void cpool__conn_forget(struct cpool_conn *c, struct cpool_conn_set *set,
+			bool neutralise);
+
+/*
+ * Points @fd at a harmless object (/dev/null, or an unconnected socket if
+ * /dev/null cannot be opened) so that nothing done with it can reach the
+ * peer, keeping the number taken. Async-signal-safe (the fork child).
+ * Returns 0 or -errno.
+ */
+int cpool__fd_neutralise(int fd);
 
 #endif /* CPOOL_CONN_H */

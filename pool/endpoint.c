@@ -4,11 +4,23 @@
  *
  * The table is liburcu's cds_lfht keyed by the address string exactly as
  * given to cpool_endpoint_add(): acquire looks it up under the RCU read
- * lock on every call and never blocks. Adds and removes are rare writes,
- * serialized by pool->ep_lock. A removed endpoint is unlinked at once (new
- * acquires get -ENOENT), and the table's reference is dropped by call_rcu
- * after a grace period; connections still open keep it alive through their
- * slots until the last one closes.
+ * lock and never blocks. Adds and removes are rare writes, serialized by
+ * pool->ep_lock (which also guards pool->endpoints and the manual resizes:
+ * the table has no resize thread of its own). A removed endpoint is
+ * unlinked at once (new acquires get -ENOENT); the table's reference is
+ * dropped after a grace period, by the remover itself.
+ *
+ * Lifetimes, explicitly:
+ *  - an endpoint lives while it has references (endpoint.h); its last
+ *    reference frees it, in ep_free() only;
+ *  - a connection holds a reference on its endpoint from its socket() to
+ *    the free of its memory (cpool__ep_conn_free(), the reaper's call),
+ *    so a worker handling a late epoll event always finds its home list;
+ *  - a slot is admission only (admit.c): it holds no reference;
+ *  - an endpoint holds a reference on its pool until it is freed.
+ *
+ * Connect failures that are the host's (no fd, no memory, no epoll watch
+ * left) never start the endpoint's backoff: the endpoint did nothing wrong.
  */
 #include "endpoint.h"
 
@@ -16,17 +28,14 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <sys/un.h>
 
 #include "alloc.h"
-#include "conn.h"
 #include "log.h"
-#include "pool.h"
-#include "shard.h"
-#include "stats.h"
-#include "wait.h"
+#include "sock.h"
 
 uint64_t cpool__ep_gen;
 __thread struct cpool_ep_cache cpool__ep_cache[CPOOL_EP_CACHE]
@@ -196,134 +205,55 @@ idle_array_size(const struct cpool *pool)
 	return sizeof(struct cpool_idle) * pool->nshards;
 }
 
+/* Folds a dying endpoint's counters into the pool's. ep_lock held. */
 static void
-ep_free_rcu(struct rcu_head *head)
+retire_counters_locked(struct cpool *pool, const struct cpool_endpoint *ep)
 {
-	struct cpool_endpoint *ep =
-		caa_container_of(head, struct cpool_endpoint, rcu);
-	struct cpool *pool = ep->pool;
+	const uint64_t *src = (const uint64_t *)&ep->ctr;
+	uint64_t *dst = (uint64_t *)&pool->retired;
+	unsigned i, n = sizeof(ep->ctr) / sizeof(uint64_t);
 
-	CPOOL_RCU_GP_DONE();
+	/* Field by field, so concurrent readers see whole values. */
+	for (i = 0; i < n; i++)
+		STORE_RLX(&dst[i], LOAD_RLX(&dst[i]) + LOAD_ACQ(&src[i]));
+	for (i = 0; i < pool->nshards; i++)
+		STORE_RLX(&pool->retired.reuses,
+			  LOAD_RLX(&pool->retired.reuses) +
+				  LOAD_RLX(&ep->idle[i].reuses));
+}
+
+/* The endpoint's one teardown: its last reference is gone. */
+static void
+ep_free(struct cpool_endpoint *ep)
+{
+	struct cpool *pool = ep->pool;
+	unsigned i;
+
 	pthread_mutex_lock(&pool->ep_lock);
 	cds_list_del(&ep->all);
-	cpool__stats_retire_locked(pool, ep);
+	retire_counters_locked(pool, ep);
 	pthread_mutex_unlock(&pool->ep_lock);
-	pthread_mutex_destroy(&ep->wait_lock);
+	for (i = 0; i < pool->nshards; i++)
+		CPOOL_BUG_ON(ep->idle[i].count);
+	cpool__conn_set_destroy(&ep->conns);
+	cpool__admit_destroy(&ep->admit);
 	cpool__free(ep->idle, idle_array_size(pool));
 	cpool__free(ep, ep->alloc_size);
 	cpool__pool_put(pool);
 }
 
-/*
- * The last reference frees the endpoint only after a grace period: a worker
- * handling an event of one of its connections may still read its lists
- * (c->home) inside its read-side section. The rcu_head is free to reuse:
- * the table's callback, its only other user, ran before the count hit 0.
- */
 void
 cpool__ep_put(struct cpool_endpoint *ep)
 {
-	if (__atomic_sub_fetch(&ep->refs, 1, __ATOMIC_ACQ_REL))
-		return;
-	if (__atomic_load_n(&ep->pool->settled, __ATOMIC_ACQUIRE)) {
-		ep_free_rcu(&ep->rcu); /* nobody can reach it any more */
-		return;
-	}
-	cpool__rcu_ensure();
-	cpool__call_rcu(&ep->rcu, ep_free_rcu);
+	if (__atomic_sub_fetch(&ep->refs, 1, __ATOMIC_ACQ_REL) == 0)
+		ep_free(ep);
 }
 
-#define BACKOFF_MIN_NS 10000000ull   /* 10 ms */
-#define BACKOFF_MAX_NS 5000000000ull /* 5 s */
-
-/* Failures of this host, not of the endpoint: no backoff for them. */
-static bool
-local_error(int err)
+/* Shard @k's share of a per-endpoint number spread over @n shards. */
+static unsigned
+share_of(unsigned total, unsigned n, unsigned k)
 {
-	return err == -EMFILE || err == -ENFILE || err == -ENOMEM ||
-	       err == -ENOBUFS;
-}
-
-int
-cpool__ep_connect_gate(struct cpool_endpoint *ep, bool *trial, bool count)
-{
-	int zero = 0;
-
-	*trial = false;
-	if (likely(!LOAD(&ep->fail_streak)))
-		return 0;
-	if (cpool__now_ns() >= LOAD(&ep->backoff_until_ns) &&
-	    __atomic_compare_exchange_n(&ep->trial, &zero, 1, false,
-					__ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
-		*trial = true;
-		return 0;
-	}
-	if (count)
-		ATOMIC_ADD(&ep->ctr.fail_fasts, 1);
-	return LOAD(&ep->last_err) ? LOAD(&ep->last_err) : -ECONNREFUSED;
-}
-
-void
-cpool__ep_connect_done(struct cpool_endpoint *ep, int err, bool trial)
-{
-	uint64_t delay;
-	unsigned streak;
-
-	if (!err) {
-		if (LOAD(&ep->fail_streak))
-			STORE(&ep->fail_streak, 0);
-	} else if (!local_error(err) && err != -EAGAIN) {
-		streak = ATOMIC_ADD(&ep->fail_streak, 1);
-		delay = streak >= 10 ? BACKOFF_MAX_NS
-				     : BACKOFF_MIN_NS << (streak - 1);
-		if (delay > BACKOFF_MAX_NS)
-			delay = BACKOFF_MAX_NS;
-		/* Up to 25 % less, so callers do not retry in lockstep. */
-		delay -= cpool__random() % (delay / 4 + 1);
-		STORE(&ep->last_err, err);
-		STORE(&ep->backoff_until_ns, cpool__now_ns() + delay);
-		ATOMIC_ADD(&ep->ctr.backoffs, 1);
-	}
-	if (trial)
-		__atomic_store_n(&ep->trial, 0, __ATOMIC_RELEASE);
-}
-
-void
-cpool__ep_table_put_rcu(struct rcu_head *head)
-{
-	CPOOL_RCU_GP_DONE();
-	cpool__ep_put(caa_container_of(head, struct cpool_endpoint, rcu));
-}
-
-void
-cpool__ep_slot_put(struct cpool_endpoint *ep)
-{
-	__atomic_sub_fetch(&ep->slots, 1, __ATOMIC_SEQ_CST);
-	/*
-	 * Pairs with the waiter's increment of nwaiters before its own slot
-	 * attempt: one of the two sees the other.
-	 */
-	if (__atomic_load_n(&ep->nwaiters, __ATOMIC_SEQ_CST))
-		cpool__wait_wake_slot(ep);
-	cpool__ep_put(ep);
-}
-
-void
-cpool__ep_close(struct cpool_endpoint *ep, int err)
-{
-	struct cds_list_head idle, *pos, *tmp;
-
-	STORE(&ep->close_err, err);
-	/* Set before draining: a release that locks a list after the drain
-	 * sees it and closes instead of pooling. */
-	__atomic_store_n(&ep->closing, 1, __ATOMIC_SEQ_CST);
-	CDS_INIT_LIST_HEAD(&idle);
-	cpool__shard_drain(ep, &idle);
-	cds_list_for_each_safe(pos, tmp, &idle) {
-		cpool__conn_close(cds_list_entry(pos, struct cpool_conn, link),
-				  CPOOL_CLOSE_SHUTDOWN, false);
-	}
-	cpool__wait_fail_all(ep, err);
+	return total / n + (k < total % n);
 }
 
 static struct cpool_endpoint *
@@ -332,7 +262,7 @@ ep_new(struct cpool *pool, const char *address, const struct cpool_addr *a)
 	size_t keylen = strlen(address);
 	size_t size = sizeof(struct cpool_endpoint) + keylen + 1;
 	struct cpool_endpoint *ep;
-	unsigned i;
+	unsigned k;
 
 	ep = cpool__alloc(size, CPOOL_CACHELINE, 0);
 	if (!ep)
@@ -342,8 +272,11 @@ ep_new(struct cpool *pool, const char *address, const struct cpool_addr *a)
 		cpool__free(ep, size);
 		return NULL;
 	}
-	for (i = 0; i < pool->nshards; i++)
-		CDS_INIT_LIST_HEAD(&ep->idle[i].head);
+	for (k = 0; k < pool->nshards; k++)
+		cpool__idle_init(&ep->idle[k], ep, &ep->refs, k,
+				 share_of(pool->cfg.min_idle_per_endpoint,
+					  pool->nshards, k),
+				 &pool->shards[k].inbox);
 	ep->alloc_size = size;
 	ep->pool = pool;
 	ep->refs = 1; /* the table's */
@@ -353,42 +286,76 @@ ep_new(struct cpool *pool, const char *address, const struct cpool_addr *a)
 	ep->family = a->family;
 	ep->salen = a->len;
 	memcpy(&ep->sa, &a->ss, sizeof(a->ss));
-	pthread_mutex_init(&ep->wait_lock, NULL);
-	CDS_INIT_LIST_HEAD(&ep->waiters);
+	cpool__admit_init(&ep->admit, pool->cfg.max_conns_per_endpoint,
+			  ep->idle, pool->nshards);
+	cpool__conn_set_init(&ep->conns);
 	cds_lfht_node_init(&ep->node);
 	return ep;
 }
 
+static void
+ep_discard(struct cpool_endpoint *ep)
+{
+	cpool__conn_set_destroy(&ep->conns);
+	cpool__admit_destroy(&ep->admit);
+	cpool__free(ep->idle, idle_array_size(ep->pool));
+	cpool__free(ep, ep->alloc_size);
+}
+
+/*
+ * Grows the table when it holds more than two endpoints per bucket: it has
+ * no resize thread (no liburcu thread exists on cpool's behalf). Signals
+ * are blocked so that the helper threads liburcu starts for a large resize
+ * never run the host's handlers. ep_lock held, outside any read-side
+ * section.
+ */
+static void
+table_grow_locked(struct cpool *pool)
+{
+	sigset_t all, old;
+
+	if (pool->nlinked <= 2 * pool->table_size ||
+	    pool->table_size >= (1ul << 20))
+		return;
+	pool->table_size *= 4;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	cds_lfht_resize(pool->table, pool->table_size);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* Has the list's worker look at it now. */
+static void
+poke(struct cpool_idle *idle)
+{
+	bool hand;
+
+	cpool__spin_lock(&idle->lock);
+	hand = cpool__idle_need_locked(idle);
+	cpool__spin_unlock(&idle->lock);
+	if (hand)
+		cpool__idle_hand_over(idle);
+}
+
 int
-cpool_endpoint_add(struct cpool *pool, const char *address)
+cpool__ep_add(struct cpool *pool, const char *address,
+	      const struct cpool_addr *a)
 {
 	struct cpool_endpoint *ep;
 	struct cds_lfht_node *node;
-	struct cpool_addr a;
-	int err;
+	unsigned k;
+	int err = 0;
 
-	if (!pool || !address)
-		return -EINVAL;
-	if (LOAD(&pool->shutdown))
-		return -ESHUTDOWN;
-	err = cpool__addr_parse(address, &a);
-	if (err) {
-		cpool__log(&pool->cfg, CPOOL_LOG_ERROR,
-			   "cpool_endpoint_add: \"%.64s\": %s", address,
-			   cpool_strerror(err));
-		return err;
-	}
-	ep = ep_new(pool, address, &a);
+	ep = ep_new(pool, address, a);
 	if (!ep)
 		return -ENOMEM;
-	cpool__rcu_ensure();
 	pthread_mutex_lock(&pool->ep_lock);
-	if (LOAD(&pool->shutdown)) {
-		err = -ESHUTDOWN;
-		goto fail;
+	if (LOAD_RLX(&pool->state)) {
+		err = LOAD_RLX(&pool->state);
+		goto out;
 	}
 	CPOOL_TSAN_RELEASE(ep); /* published: finders acquire it */
-	urcu_memb_read_lock();
+	cpool__rcu_read_lock();
 	node = cds_lfht_add_unique(pool->table,
 				   (unsigned long)cpool__hash(ep->key,
 							      ep->keylen,
@@ -399,49 +366,297 @@ cpool_endpoint_add(struct cpool *pool, const char *address)
 	cpool__rcu_read_unlock();
 	if (node != &ep->node) {
 		err = -EEXIST;
-		goto fail;
+		goto out;
 	}
 	cds_list_add_tail(&ep->all, &pool->endpoints);
+	pool->nlinked++;
 	cpool__pool_get(pool);
+	cpool__ep_get(ep); /* ours, for the handing over below */
+	table_grow_locked(pool);
+out:
 	pthread_mutex_unlock(&pool->ep_lock);
+	if (err) {
+		ep_discard(ep);
+		return err;
+	}
+	/* Prewarm starts now: each worker learns of its list. */
+	for (k = 0; k < pool->nshards; k++) {
+		if (!ep->idle[k].want)
+			continue;
+		poke(&ep->idle[k]);
+	}
+	cpool__ep_put(ep);
 	return 0;
-fail:
+}
+
+unsigned
+cpool__ep_unlink(struct cpool *pool, const char *address,
+		 struct cds_list_head *out)
+{
+	struct cpool_endpoint *ep;
+	struct cds_lfht_node *node;
+	struct cds_lfht_iter it;
+	unsigned n = 0;
+
+	pthread_mutex_lock(&pool->ep_lock);
+	cpool__rcu_read_lock();
+	if (address) {
+		ep = cpool__ep_lookup(pool, address);
+		if (ep && cds_lfht_del(pool->table, &ep->node) == 0) {
+			cds_list_add_tail(&ep->close_link, out);
+			n++;
+		}
+	} else {
+		/* No _for_each_entry: its last step forms a pointer from NULL. */
+		for (cds_lfht_first(pool->table, &it);
+		     (node = cds_lfht_iter_get_node(&it)) != NULL;
+		     cds_lfht_next(pool->table, &it)) {
+			ep = caa_container_of(node, struct cpool_endpoint,
+					      node);
+			CPOOL_TSAN_ACQUIRE(ep);
+			if (cds_lfht_del(pool->table, node) == 0) {
+				cds_list_add_tail(&ep->close_link, out);
+				n++;
+			}
+		}
+	}
+	cpool__rcu_read_unlock();
+	pool->nlinked -= n;
 	pthread_mutex_unlock(&pool->ep_lock);
-	pthread_mutex_destroy(&ep->wait_lock);
-	cpool__free(ep->idle, idle_array_size(pool));
-	cpool__free(ep, ep->alloc_size);
+	/* After the unlinks, before the grace period: voids every cache. */
+	if (n)
+		__atomic_add_fetch(&cpool__ep_gen, 1, __ATOMIC_RELEASE);
+	return n;
+}
+
+void
+cpool__ep_close(struct cpool_endpoint *ep, int err, struct cds_list_head *out)
+{
+	struct cpool *pool = ep->pool;
+	unsigned k;
+
+	/* Waiters first: none of them dials a removed endpoint. */
+	cpool__admit_close(&ep->admit, err);
+	cpool__idle_drain(ep->idle, pool->nshards, out);
+	CPOOL_PAUSE(CPOOL_PP_DRAIN_DONE, ep);
+	/* The workers let go of the lists (and their references) now. */
+	for (k = 0; k < pool->nshards; k++)
+		poke(&ep->idle[k]);
+}
+
+#define BACKOFF_MIN_NS 10000000ull   /* 10 ms */
+#define BACKOFF_MAX_NS 5000000000ull /* 5 s */
+
+/* Failures of this host, not of the endpoint: no backoff for them. */
+static bool
+local_error(int err)
+{
+	return err == -EMFILE || err == -ENFILE || err == -ENOMEM ||
+	       err == -ENOBUFS || err == -ENOSPC || err == -EAGAIN;
+}
+
+int
+cpool__ep_connect_gate(struct cpool_endpoint *ep, bool *trial, bool count)
+{
+	int zero = 0, err;
+
+	*trial = false;
+	if (likely(!LOAD_RLX(&ep->fail_streak)))
+		return 0;
+	if (cpool__now_ns() >= LOAD_RLX(&ep->backoff_until_ns) &&
+	    __atomic_compare_exchange_n(&ep->trial, &zero, 1, false,
+					__ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+		*trial = true;
+		return 0;
+	}
+	if (count)
+		ADD_RLX(&ep->ctr.fail_fasts, 1);
+	err = LOAD_RLX(&ep->last_err);
+	return err ? err : -ECONNREFUSED;
+}
+
+void
+cpool__ep_connect_done(struct cpool_endpoint *ep, int err, bool trial)
+{
+	uint64_t delay;
+	unsigned streak;
+
+	if (!err) {
+		if (LOAD_RLX(&ep->fail_streak))
+			STORE_RLX(&ep->fail_streak, 0);
+	} else if (!local_error(err)) {
+		streak = ADD_RLX(&ep->fail_streak, 1);
+		delay = streak >= 10 ? BACKOFF_MAX_NS
+				     : BACKOFF_MIN_NS << (streak - 1);
+		if (delay > BACKOFF_MAX_NS)
+			delay = BACKOFF_MAX_NS;
+		/* Up to 25 % less, so callers do not retry in lockstep. */
+		delay -= cpool__random() % (delay / 4 + 1);
+		STORE_RLX(&ep->last_err, err);
+		STORE_RLX(&ep->backoff_until_ns, cpool__now_ns() + delay);
+		ADD_RLX(&ep->ctr.backoffs, 1);
+	}
+	if (trial)
+		STORE_REL(&ep->trial, 0);
+}
+
+static int
+run_on_connect(struct cpool_endpoint *ep, int fd, uint64_t deadline_ns)
+{
+	const struct cpool_config *cfg = &ep->pool->cfg;
+	bool bounded = !(cfg->flags & CPOOL_NONBLOCK);
+	uint64_t now = cpool__now_ns();
+	int rc, err;
+
+	if (now >= deadline_ns)
+		return -ETIMEDOUT;
+	if (bounded) {
+		err = cpool__sock_set_io_timeout(
+			fd, (deadline_ns - now + 999999) / 1000000);
+		if (err)
+			return err;
+	}
+	rc = cfg->on_connect(fd, ep->key, cfg->user_data);
+	if (rc < 0)
+		return rc;
+	if (rc > 0)
+		return -ECONNABORTED;
+	return bounded ? cpool__sock_set_io_timeout(fd, 0) : 0;
+}
+
+/* Connects @c's socket and runs on_connect: the endpoint's part. */
+static int
+conn_connect(struct cpool_endpoint *ep, struct cpool_conn *c,
+	     uint64_t deadline_ns)
+{
+	const struct cpool_config *cfg = &ep->pool->cfg;
+	int err;
+
+	err = cpool__sock_connect(c->fd, (const struct sockaddr *)&ep->sa,
+				  ep->salen, deadline_ns);
+	if (!err && !(cfg->flags & CPOOL_NONBLOCK))
+		err = cpool__sock_set_nonblock(c->fd, false);
+	if (!err && cfg->on_connect)
+		err = run_on_connect(ep, c->fd, deadline_ns);
 	return err;
 }
 
 int
-cpool_endpoint_remove(struct cpool *pool, const char *address)
+cpool__ep_conn_open(struct cpool_endpoint *ep, unsigned sh, bool leased,
+		    bool trial, struct cpool_conn **out)
 {
-	struct cpool_endpoint *ep;
+	struct cpool *pool = ep->pool;
+	uint64_t deadline, jitter;
+	struct cpool_conn *c;
+	int err;
 
-	if (!pool || !address)
-		return -EINVAL;
-	if (LOAD(&pool->shutdown))
-		return -ESHUTDOWN;
-	cpool__rcu_ensure();
-	pthread_mutex_lock(&pool->ep_lock);
-	if (LOAD(&pool->shutdown)) { /* its table may be gone */
-		pthread_mutex_unlock(&pool->ep_lock);
-		return -ESHUTDOWN;
+	deadline = cpool__now_ns() +
+		   (uint64_t)pool->cfg.connect_timeout_ms * 1000000u;
+	c = cpool__alloc(sizeof(*c), CPOOL_CACHELINE, sh);
+	if (!c) {
+		err = -ENOMEM;
+		goto fail;
 	}
-	urcu_memb_read_lock();
-	ep = cpool__ep_lookup(pool, address);
-	if (!ep || cds_lfht_del(pool->table, &ep->node)) {
-		cpool__rcu_read_unlock();
-		pthread_mutex_unlock(&pool->ep_lock);
-		return -ENOENT;
-	}
+	c->fd = -1;
+	c->epfd = -1;
+	c->ep = ep;
+	c->expires_ns = UINT64_MAX;
 	cpool__ep_get(ep);
-	cpool__rcu_read_unlock();
-	cpool__ep_gen_bump(); /* after the unlink, before the grace period */
-	cpool__call_rcu(&ep->rcu, cpool__ep_table_put_rcu);
-	pthread_mutex_unlock(&pool->ep_lock);
-
-	cpool__ep_close(ep, -ENOENT);
-	cpool__ep_put(ep);
+	err = cpool__conn_socket(c, &ep->conns, ep->family, &pool->cfg);
+	if (err)
+		goto fail_free;
+	err = conn_connect(ep, c, deadline);
+	if (!err)
+		err = cpool__conn_watch(c, pool->shards[sh].epfd);
+	if (err) {
+		cpool__conn_close_fd(c, &ep->conns);
+		goto fail_free;
+	}
+	c->reaper = &pool->shards[sh].reaper;
+	if (pool->lifetime_ns) {
+		/* 0-2.5 % less, so a burst of connections does not expire in
+		 * the same instant (HikariCP). */
+		jitter = cpool__random() % (pool->lifetime_ns / 40 + 1);
+		c->expires_ns = cpool__coarse_ns() + pool->lifetime_ns - jitter;
+	}
+	ADD_RLX(&ep->ctr.connects, 1); /* open = connects - closes */
+	cpool__ep_connect_done(ep, 0, trial);
+	if (leased) {
+		ADD_RLX(&ep->leased_adj, 1);
+		cpool__conn_move(c, CONN_NEW, CONN_LEASED);
+	} else {
+		cpool__conn_move(c, CONN_NEW, CONN_BUSY);
+	}
+	*out = c;
 	return 0;
+fail_free:
+	cpool__free(c, sizeof(*c));
+	cpool__ep_put(ep); /* never the last: the caller holds one */
+fail:
+	ADD_RLX(&ep->ctr.connect_failures, 1);
+	cpool__ep_connect_done(ep, err, trial);
+	cpool__log(&pool->cfg, CPOOL_LOG_WARN, "connect to %s: %s", ep->key,
+		   cpool_strerror(err));
+	return err;
+}
+
+void
+cpool__ep_conn_close(struct cpool_conn *c, enum cpool_close_reason reason,
+		     bool leased)
+{
+	struct cpool_endpoint *ep = c->ep;
+	bool forked = LOAD_RLX(&ep->pool->forked);
+
+	cpool__conn_unwatch(c, forked);
+	/*
+	 * Counted before the fd goes: whoever sees it closed sees the count.
+	 * Release: a stats reader that sees this close sees its connect too
+	 * (open = connects - closes).
+	 */
+	__atomic_add_fetch(&ep->ctr.closed[reason], 1, __ATOMIC_RELEASE);
+	if (leased)
+		ADD_RLX(&ep->leased_adj, -1);
+	cpool__conn_close_fd(c, &ep->conns);
+	cpool__conn_move(c, CONN_BUSY, CONN_CLOSED);
+	if (forked) { /* the child's admission is the parent's snapshot */
+		cpool__ep_conn_free(c);
+		return;
+	}
+	cpool__admit_give_back(&ep->admit);
+	/* Its worker may still hold it from an epoll event: the reaper. */
+	if (!cpool__stack_push(c->reaper, &c->rnode))
+		cpool__ep_conn_free(c);
+}
+
+void
+cpool__ep_conn_free(struct cpool_conn *c)
+{
+	struct cpool_endpoint *ep = c->ep;
+
+	cpool__free(c, sizeof(*c));
+	cpool__ep_put(ep);
+}
+
+void
+cpool__ep_fork_child(struct cpool_endpoint *ep)
+{
+	struct cds_list_head *pos;
+	unsigned k;
+
+	/* Single-threaded here: no lock is taken (a dead thread may own one). */
+	STORE_RLX(&ep->admit.close_err, -ECHILD);
+	__atomic_or_fetch(&ep->admit.gate, CPOOL_ADMIT_CLOSING,
+			  __ATOMIC_RELEASE);
+	cds_list_for_each(pos, &ep->conns.all)
+		cpool__fd_neutralise(
+			cds_list_entry(pos, struct cpool_conn, all)->fd);
+	/* The prepare handler held it: this process's copy is ours to reset. */
+	pthread_mutex_init(&ep->conns.lock, NULL);
+	/*
+	 * A release in the child takes its list's lock to find the endpoint
+	 * closing: a dead thread may have held one. The lists are never
+	 * walked or changed here again.
+	 */
+	for (k = 0; k < ep->pool->nshards; k++)
+		ep->idle[k].lock.locked = 0;
 }

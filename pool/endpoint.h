@@ -1,15 +1,21 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Endpoints: address parsing and resolution, the RCU hash table keyed by the
- * address string, references and the process-wide connection slots.
+ * Endpoints: address parsing and resolution, the RCU table keyed by the
+ * address string, references and teardown, connect backoff, and opening
+ * and closing an endpoint's connections (with their accounting).
  */
 #ifndef CPOOL_ENDPOINT_H
 #define CPOOL_ENDPOINT_H
 
+#include "core.h"
+
 #include <stdint.h>
 #include <string.h>
+#include <sys/socket.h>
 
-#include "pool-t.h"
+#include "admit.h"
+#include "conn.h"
+#include "shard.h"
 
 /* Longest address string accepted. */
 #define CPOOL_ADDRESS_MAX 1024
@@ -27,6 +33,42 @@ struct cpool_addr {
  * -ENOMEM).
  */
 int cpool__addr_parse(const char *address, struct cpool_addr *out);
+
+/*
+ * An endpoint. References: the table's (from add until the grace period
+ * after its removal), one per open connection (from its socket until its
+ * memory is freed), one per list handed to a worker, and short-lived ones
+ * taken by a caller that keeps it outside a read-side section. The last
+ * one frees it (cpool__ep_put()), never inside a read-side section's
+ * reach: the table's reference goes only after a grace period.
+ */
+struct cpool_endpoint {
+	/* read-mostly: the acquire/release fast paths */
+	struct cds_lfht_node node;
+	struct cpool *pool;
+	struct cpool_idle *idle; /* [pool->nshards] */
+	size_t keylen;
+	const char *key;	 /* the address string, as added */
+	int family;
+	socklen_t salen;
+	struct sockaddr_storage sa;
+
+	struct cpool_admit admit; /* its own line: gate, slots, waiters */
+
+	/* slow paths */
+	unsigned refs CPOOL_ALIGNED;
+	int64_t leased_adj;	 /* leases not counted in an idle list */
+	struct cpool_ep_counters ctr;
+	/* connect backoff: exponential 10 ms .. 5 s after consecutive failures */
+	unsigned fail_streak;
+	int last_err;		 /* the last connect error, for fail-fast */
+	int trial;		 /* one trial connect in flight */
+	uint64_t backoff_until_ns; /* CLOCK_MONOTONIC */
+	struct cpool_conn_set conns;
+	struct cds_list_head all; /* pool->endpoints, under pool->ep_lock */
+	struct cds_list_head close_link; /* a remover's or shutdown's list */
+	size_t alloc_size;
+};
 
 static inline uint64_t
 cpool__hash(const char *s, size_t len, uint64_t seed)
@@ -81,10 +123,10 @@ cpool__ep_lookup(struct cpool *pool, const char *address)
 /*
  * A per-thread cache of lookups, so the acquire fast path pays a strcmp
  * instead of hash + table walk. cpool__ep_gen is bumped after every unlink
- * from any pool's table (removal, shutdown), so an entry whose generation
- * still matches names an endpoint that is still in its table; the caller's
- * read-side section keeps it alive. (A reader that starts after the unlink's
- * grace period began sees the bump: RCU orders writes before call_rcu.)
+ * from any pool's table (removal, shutdown), before the grace period that
+ * precedes the table reference's drop, so an entry whose generation still
+ * matches names an endpoint whose memory the caller's read-side section
+ * keeps alive.
  */
 #define CPOOL_EP_CACHE 4
 
@@ -98,20 +140,13 @@ extern uint64_t cpool__ep_gen;
 extern __thread struct cpool_ep_cache cpool__ep_cache[CPOOL_EP_CACHE]
 	__attribute__((tls_model("initial-exec")));
 
-/* Called after an endpoint left a table: voids every thread's cache. */
-static inline void
-cpool__ep_gen_bump(void)
-{
-	__atomic_add_fetch(&cpool__ep_gen, 1, __ATOMIC_RELEASE);
-}
-
 /* cpool__ep_lookup() through the cache. Call under the RCU read lock. */
 static inline struct cpool_endpoint *
 cpool__ep_find(struct cpool *pool, const char *address)
 {
 	struct cpool_ep_cache *e =
 		&cpool__ep_cache[((uintptr_t)address >> 4) % CPOOL_EP_CACHE];
-	uint64_t gen = __atomic_load_n(&cpool__ep_gen, __ATOMIC_ACQUIRE);
+	uint64_t gen = LOAD_ACQ(&cpool__ep_gen);
 	struct cpool_endpoint *ep;
 
 	if (likely(e->pool == pool && e->gen == gen &&
@@ -131,42 +166,36 @@ cpool__ep_find(struct cpool *pool, const char *address)
 static inline void
 cpool__ep_get(struct cpool_endpoint *ep)
 {
-	ATOMIC_ADD(&ep->refs, 1);
+	ADD_RLX(&ep->refs, 1);
 }
 
 /* Drops a reference; the last one frees the endpoint. No lock held. */
 void cpool__ep_put(struct cpool_endpoint *ep);
 
 /*
- * Reserves one of the endpoint's max_conns_per_endpoint slots (process-wide)
- * and a reference that goes with it. Returns false at the cap.
+ * Creates an endpoint for @address and links it in the table (under
+ * pool->ep_lock). Returns 0, -EEXIST or -ENOMEM.
  */
-static inline bool
-cpool__ep_slot_get(struct cpool_endpoint *ep)
-{
-	unsigned s = __atomic_load_n(&ep->slots, __ATOMIC_SEQ_CST);
-	unsigned max = ep->pool->cfg.max_conns_per_endpoint;
-
-	while (s < max) {
-		if (__atomic_compare_exchange_n(&ep->slots, &s, s + 1, false,
-						__ATOMIC_SEQ_CST,
-						__ATOMIC_SEQ_CST)) {
-			cpool__ep_get(ep);
-			return true;
-		}
-	}
-	return false;
-}
-
-/* Gives a slot back, waking one waiter to take it. No lock held. */
-void cpool__ep_slot_put(struct cpool_endpoint *ep);
+int cpool__ep_add(struct cpool *pool, const char *address,
+		  const struct cpool_addr *a);
 
 /*
- * Stops pooling on @ep: every later release closes, waiters wake with
- * @err, idle connections are closed now (reason CPOOL_CLOSE_SHUTDOWN).
- * The caller holds a reference. No lock held.
+ * Unlinks the endpoint named @address (NULL: every endpoint) from the
+ * table into @out (linked through close_link, each with the table's
+ * reference, which the caller drops with cpool__ep_put() after
+ * cpool__rcu_synchronize()). Returns how many. Takes pool->ep_lock.
  */
-void cpool__ep_close(struct cpool_endpoint *ep, int err);
+unsigned cpool__ep_unlink(struct cpool *pool, const char *address,
+			  struct cds_list_head *out);
+
+/*
+ * Stops the endpoint: waiters wake with @err and every later acquire gets
+ * it, releases close instead of pooling, and every idle connection moves
+ * to @out (linked through c->link, BUSY) for the caller to close. The
+ * workers are told to let go of its lists. The caller holds a reference.
+ */
+void cpool__ep_close(struct cpool_endpoint *ep, int err,
+		     struct cds_list_head *out);
 
 /*
  * Connect backoff. Before a connect: returns 0 to go ahead (setting *trial
@@ -179,7 +208,39 @@ int cpool__ep_connect_gate(struct cpool_endpoint *ep, bool *trial,
 			   bool count);
 void cpool__ep_connect_done(struct cpool_endpoint *ep, int err, bool trial);
 
-/* Drops the table's reference after a grace period: for call_rcu. */
-void cpool__ep_table_put_rcu(struct rcu_head *head);
+/*
+ * Opens a connection to @ep for a caller that holds one of its slots: the
+ * connection owns the slot from then on, and a reference on @ep. Registers
+ * it with shard @sh. @leased: a caller's new lease (LEASED, counted in the
+ * gauge), else a worker's prewarm (BUSY). Counts connects and failures and
+ * feeds the backoff (@trial). On failure the slot stays the caller's.
+ * Returns 0 or -errno. No lock held: blocks up to connect_timeout_ms.
+ */
+int cpool__ep_conn_open(struct cpool_endpoint *ep, unsigned sh, bool leased,
+			bool trial, struct cpool_conn **out);
+
+/*
+ * Closes @c (BUSY, the caller's) with @reason: un-watches and closes its
+ * fd, counts the close (@leased: it was counted in the leased gauge, as
+ * every connection popped from a list or opened for a caller is, until it
+ * is pushed back), gives its slot back (to a waiter, if one sleeps) and
+ * hands the memory to its reaper. No lock held.
+ */
+void cpool__ep_conn_close(struct cpool_conn *c, enum cpool_close_reason reason,
+			  bool leased);
+
+/*
+ * Frees a closed connection's memory and drops its endpoint reference:
+ * the reaper's job, once no epoll_wait can name it any more.
+ */
+void cpool__ep_conn_free(struct cpool_conn *c);
+
+/*
+ * In a fork child (single-threaded, inside the atfork handler): stops
+ * the endpoint with -ECHILD and points every connection fd it has at
+ * /dev/null, so that nothing the child does can reach a peer the parent
+ * is talking to, and the parent's closes really close.
+ */
+void cpool__ep_fork_child(struct cpool_endpoint *ep);
 
 #endif /* CPOOL_ENDPOINT_H */

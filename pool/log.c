@@ -1,4 +1,10 @@
 /* SPDX-License-Identifier: MIT */
+/*
+ * Messages: the library's only output goes to cfg.log_fn, one formatted
+ * line at a time (256 bytes at most, truncated), with errno preserved.
+ * Never called with a lock held that the callback could need: log_fn may
+ * run on any thread, a worker's included.
+ */
 #include "log.h"
 
 #include <errno.h>

@@ -1,45 +1,133 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The public entry points: create/destroy, acquire/release.
+ * The public entry points: create/destroy, endpoints, acquire/release, and
+ * what a pool does across fork().
  *
- * Acquire's fast path, in order: RCU read lock (a compiler barrier with
- * urcu-memb), the endpoint looked up by name in the cds_lfht, the caller's
- * shard from sched_getcpu(), one spinlocked pop of the most recently
- * released connection, the checkout checks (lifetime, idle age, then the
- * MSG_PEEK probe unless probe_bypass_ms says it was released just now).
- * No allocation, no atomic read-modify-write besides the list lock, one
- * syscall (the probe).
+ * Acquire's fast path, in order: an RCU read-side section (a few loads
+ * and stores with urcu-bp), the endpoint by name through the per-thread
+ * cache, the caller's shard from rseq, one spinlocked pop of the most
+ * recently released connection (IDLE -> BUSY: it is ours), the end of the
+ * section (the connection pins its endpoint), the checkout checks
+ * (lifetime, idle age, then the MSG_PEEK probe unless probe_bypass_ms says
+ * it was released just now), BUSY -> LEASED. No allocation, no atomic
+ * read-modify-write besides the list lock, one syscall (the probe).
  *
  * Release's fast path: the reuse decision (flags, broken, max_uses,
- * lifetime), then one spinlocked push onto the caller's shard, unless a
- * waiter is queued (then the connection goes to that one waiter) or the
- * endpoint is closing (then it is closed).
+ * lifetime), then cpool__admit_put(): one spinlocked push onto the
+ * caller's shard when nobody waits, else the handoff to a waiter.
  *
- * Everything slow (closing dead connections, stealing, connecting, waiting)
- * happens outside every lock, holding a reference on the endpoint instead.
+ * Everything slow (closing dead connections, stealing, connecting,
+ * waiting) happens outside every lock, holding a reference on the
+ * endpoint, with cancellation disabled but for the sleep at the cap.
+ *
+ * fork(): a pool belongs to the process that created it. pthread_atfork
+ * handlers (registered once, after jemalloc's so that ours run first) take
+ * every pool's endpoint lock and every connection-set lock before the
+ * fork, so the child inherits consistent lists of every connection fd;
+ * the child's handler then marks each inherited pool forked (every call
+ * fails with -ECHILD), points every connection fd at /dev/null (the child
+ * never reads, writes, shuts down or un-watches a socket the parent uses,
+ * and the parent's closes really close) and forgets the workers. The
+ * child's cpool_destroy() closes its copies and frees what it can; leases
+ * the forking thread held close on release. A pool created in the child
+ * is an ordinary pool.
  */
 #include "pool.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/syscall.h>
 
 #include "alloc.h"
 #include "config.h"
-#include "conn.h"
-#include "endpoint.h"
 #include "log.h"
 #include "probe.h"
-#include "shard.h"
-#include "wait.h"
 #include "worker.h"
 
-void
-cpool__pool_put(struct cpool *pool)
+/* The process's pools, for the fork handlers. */
+static pthread_mutex_t pools_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct cds_list_head pools = CDS_LIST_HEAD_INIT(pools);
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void
+fork_prepare(void)
 {
-	if (__atomic_sub_fetch(&pool->refs, 1, __ATOMIC_ACQ_REL))
-		return;
+	struct cds_list_head *p, *e;
+	struct cpool *pool;
+
+	pthread_mutex_lock(&pools_lock);
+	cds_list_for_each(p, &pools) {
+		pool = cds_list_entry(p, struct cpool, all);
+		pthread_mutex_lock(&pool->ep_lock);
+		cds_list_for_each(e, &pool->endpoints)
+			pthread_mutex_lock(
+				&cds_list_entry(e, struct cpool_endpoint, all)
+					 ->conns.lock);
+	}
+	cpool__rcu_before_fork();
+}
+
+static void
+fork_parent(void)
+{
+	struct cds_list_head *p, *e;
+	struct cpool *pool;
+
+	cpool__rcu_after_fork_parent();
+	cds_list_for_each(p, &pools) {
+		pool = cds_list_entry(p, struct cpool, all);
+		cds_list_for_each(e, &pool->endpoints)
+			pthread_mutex_unlock(
+				&cds_list_entry(e, struct cpool_endpoint, all)
+					 ->conns.lock);
+		pthread_mutex_unlock(&pool->ep_lock);
+	}
+	pthread_mutex_unlock(&pools_lock);
+}
+
+/* Runs in the child, single-threaded: async-signal-safe work only. */
+static void
+fork_child(void)
+{
+	struct cds_list_head *p, *e;
+	struct cpool *pool;
+
+	cpool__rcu_after_fork_child();
+	cds_list_for_each(p, &pools) {
+		pool = cds_list_entry(p, struct cpool, all);
+		STORE_RLX(&pool->forked, true);
+		STORE_RLX(&pool->state, -ECHILD);
+		cds_list_for_each(e, &pool->endpoints)
+			cpool__ep_fork_child(
+				cds_list_entry(e, struct cpool_endpoint, all));
+		cpool__workers_fork_child(pool);
+		pthread_mutex_init(&pool->ep_lock, NULL);
+	}
+	pthread_mutex_init(&pools_lock, NULL);
+}
+
+static void
+fork_register(void)
+{
+	/* jemalloc registers its handlers on first use: let it go first, so
+	 * that ours (run in reverse order) take our locks before its own. */
+	cpool__free(cpool__alloc(8, 0, 0), 8);
+	pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+/* The pool's one teardown: its last reference is gone. */
+static void
+pool_free(struct cpool *pool)
+{
+	pthread_mutex_lock(&pools_lock);
+	cds_list_del(&pool->all);
+	pthread_mutex_unlock(&pools_lock);
 	cpool__workers_free(pool);
+	if (pool->table)
+		cds_lfht_destroy(pool->table, NULL);
 	cpool__free(pool->workers, sizeof(*pool->workers) * pool->nshards);
+	cpool__free(pool->shards, sizeof(*pool->shards) * pool->nshards);
 	pthread_mutex_destroy(&pool->ep_lock);
 	cpool__free(pool, sizeof(*pool));
 }
@@ -56,6 +144,7 @@ cpool_create(const struct cpool_config *cfg, struct cpool **out)
 	err = cpool__config_load(cfg, &c);
 	if (err)
 		return err;
+	pthread_once(&fork_once, fork_register);
 	pool = cpool__alloc(sizeof(*pool), CPOOL_CACHELINE, 0);
 	if (!pool)
 		return -ENOMEM;
@@ -64,17 +153,18 @@ cpool_create(const struct cpool_config *cfg, struct cpool **out)
 	pool->probe_bypass_ns = (uint64_t)c.probe_bypass_ms * 1000000u;
 	pool->idle_timeout_ns = (uint64_t)c.idle_timeout_ms * 1000000u;
 	pool->lifetime_ns = (uint64_t)c.max_lifetime_ms * 1000000u;
-	pool->need_clock = pool->probe_bypass_ns || pool->idle_timeout_ns ||
-			   pool->lifetime_ns;
 	pool->hash_seed = cpool__random();
 	pool->tick_ns = cpool__coarse_ns();
+	pool->release = pool_free;
+	pool->table_size = 16;
 	pool->workers = cpool__alloc(sizeof(*pool->workers) * pool->nshards,
 				     CPOOL_CACHELINE, 0);
-	pool->table = cds_lfht_new_flavor(16, 16, 0,
-					  CDS_LFHT_AUTO_RESIZE |
-						  CDS_LFHT_ACCOUNTING,
-					  &urcu_memb_flavor, NULL);
-	if (!pool->workers || !pool->table) {
+	pool->shards = cpool__alloc(sizeof(*pool->shards) * pool->nshards,
+				    CPOOL_CACHELINE, 0);
+	/* No CDS_LFHT_AUTO_RESIZE: that would start a liburcu thread. */
+	pool->table = cds_lfht_new_flavor(pool->table_size, 16, 0, 0,
+					  &urcu_bp_flavor, NULL);
+	if (!pool->workers || !pool->shards || !pool->table) {
 		err = -ENOMEM;
 		goto fail;
 	}
@@ -86,14 +176,53 @@ cpool_create(const struct cpool_config *cfg, struct cpool **out)
 		pthread_mutex_destroy(&pool->ep_lock);
 		goto fail;
 	}
+	pthread_mutex_lock(&pools_lock);
+	cds_list_add(&pool->all, &pools);
+	pthread_mutex_unlock(&pools_lock);
 	*out = pool;
 	return 0;
 fail:
 	if (pool->table)
 		cds_lfht_destroy(pool->table, NULL);
 	cpool__free(pool->workers, sizeof(*pool->workers) * pool->nshards);
+	cpool__free(pool->shards, sizeof(*pool->shards) * pool->nshards);
 	cpool__free(pool, sizeof(*pool));
 	return err;
+}
+
+/* Closes the BUSY connections of a drained list. */
+static void
+close_drained(struct cds_list_head *drained)
+{
+	struct cds_list_head *pos, *tmp;
+
+	cds_list_for_each_safe(pos, tmp, drained)
+		cpool__ep_conn_close(cds_list_entry(pos, struct cpool_conn,
+						    link),
+				     CPOOL_CLOSE_SHUTDOWN, false);
+}
+
+/*
+ * Stops every endpoint unlinked into @eps with @err, closes their idle
+ * connections, waits for a grace period and drops the table's references.
+ */
+static void
+close_unlinked(struct cds_list_head *eps, int err)
+{
+	struct cds_list_head drained, *pos, *tmp;
+
+	cds_list_for_each(pos, eps) {
+		CDS_INIT_LIST_HEAD(&drained);
+		cpool__ep_close(cds_list_entry(pos, struct cpool_endpoint,
+					       close_link),
+				err, &drained);
+		close_drained(&drained);
+	}
+	/* No reader still holds an unlinked endpoint without a reference. */
+	cpool__rcu_synchronize();
+	cds_list_for_each_safe(pos, tmp, eps)
+		cpool__ep_put(cds_list_entry(pos, struct cpool_endpoint,
+					     close_link));
 }
 
 /*
@@ -104,68 +233,89 @@ fail:
 void
 cpool_shutdown(struct cpool *pool)
 {
-	struct cpool_endpoint *ep;
-	struct cds_list_head to_close, *pos, *next;
-	struct cds_lfht_node *node;
-	struct cds_lfht_iter it;
+	struct cds_list_head eps;
+	int zero = 0, old;
 
-	if (!pool || __atomic_exchange_n(&pool->shutdown, 1, __ATOMIC_SEQ_CST))
-		return;
-	cpool__rcu_ensure();
+	if (!pool || !__atomic_compare_exchange_n(&pool->state, &zero,
+						  -ESHUTDOWN, false,
+						  __ATOMIC_SEQ_CST,
+						  __ATOMIC_SEQ_CST))
+		return; /* shut down already, or a fork child's inherited pool */
+	old = cpool__nocancel_begin();
 	/*
-	 * Workers first: from here on only this thread closes idle ones. Their
-	 * epoll fds stay open until the pool is freed: an acquire connecting
-	 * right now still registers with them, and leases out still
-	 * unregister at close.
+	 * Workers first: from here on closes free at once. Their epoll fds
+	 * stay open until the pool is freed: an acquire connecting right now
+	 * still registers with them, and leases out still un-watch at close.
 	 */
 	cpool__workers_stop(pool);
-	CDS_INIT_LIST_HEAD(&to_close);
-	pthread_mutex_lock(&pool->ep_lock);
-	urcu_memb_read_lock();
-	/* No _for_each_entry: its last step forms a pointer from NULL. */
-	for (cds_lfht_first(pool->table, &it);
-	     (node = cds_lfht_iter_get_node(&it)) != NULL;
-	     cds_lfht_next(pool->table, &it)) {
-		ep = caa_container_of(node, struct cpool_endpoint, node);
-		CPOOL_TSAN_ACQUIRE(ep);
-		if (cds_lfht_del(pool->table, node) == 0) {
-			cpool__ep_get(ep);
-			cds_list_add_tail(&ep->close_link, &to_close);
+	CDS_INIT_LIST_HEAD(&eps);
+	cpool__ep_unlink(pool, NULL, &eps);
+	close_unlinked(&eps, -ESHUTDOWN);
+	cpool__nocancel_end(old);
+}
+
+/*
+ * A fork child's destroy of an inherited pool: no worker exists, no lock a
+ * dead thread may hold is taken, nothing touches a socket. Closes the
+ * child's copies (pointed at /dev/null already) and frees the memory,
+ * keeping only what leases the child still holds need for their release.
+ */
+static void
+destroy_inherited(struct cpool *pool)
+{
+	struct cds_list_head *pos, *tmp, *p, *q;
+	struct cpool_endpoint *ep;
+	struct cpool_snode *n, *next;
+	struct cpool_conn *c;
+	unsigned k, kept, eps = 0;
+
+	for (k = 0; k < pool->nshards; k++) {
+		cpool__stack_close(&pool->shards[k].inbox);
+		for (n = cpool__stack_close(&pool->shards[k].reaper); n;
+		     n = next) {
+			next = n->next;
+			cpool__free(caa_container_of(n, struct cpool_conn,
+						     rnode),
+				    sizeof(struct cpool_conn));
 		}
 	}
-	cpool__rcu_read_unlock();
-	pthread_mutex_unlock(&pool->ep_lock);
-	cpool__ep_gen_bump(); /* after the unlinks, before the grace periods */
-
-	cds_list_for_each_safe(pos, next, &to_close) {
-		ep = cds_list_entry(pos, struct cpool_endpoint, close_link);
-		cpool__call_rcu(&ep->rcu, cpool__ep_table_put_rcu);
-		cpool__ep_close(ep, -ESHUTDOWN);
-		cpool__ep_put(ep);
+	cds_list_for_each_safe(pos, tmp, &pool->endpoints) {
+		ep = cds_list_entry(pos, struct cpool_endpoint, all);
+		kept = 0;
+		cds_list_for_each_safe(p, q, &ep->conns.all) {
+			c = cds_list_entry(p, struct cpool_conn, all);
+			if (c->state == CONN_LEASED) {
+				kept++; /* its release closes it */
+				continue;
+			}
+			close(c->fd);
+			cds_list_del(&c->all);
+			cpool__free(c, sizeof(*c));
+		}
+		/* Their members are freed: the lists are never walked again. */
+		for (k = 0; k < pool->nshards; k++) {
+			CDS_INIT_LIST_HEAD(&ep->idle[k].head);
+			ep->idle[k].watched = &ep->idle[k].head;
+			ep->idle[k].count = 0;
+		}
+		cpool__rcu_read_lock();
+		cds_lfht_del(pool->table, &ep->node);
+		cpool__rcu_read_unlock();
+		/* References of the parent's threads do not exist here. */
+		STORE_RLX(&ep->refs, kept + 1);
+		eps++;
 	}
-	/*
-	 * Every reader that could still be walking the table started before
-	 * the shutdown flag was set: wait for them, and for the table's
-	 * references, before the table goes. Twice: the table's callbacks
-	 * queue the endpoints' own frees.
-	 */
-	urcu_memb_synchronize_rcu();
-	urcu_memb_barrier();
-	urcu_memb_barrier();
-	CPOOL_RCU_GP_DONE();
-	cds_lfht_destroy(pool->table, NULL);
-	pool->table = NULL;
-	/*
-	 * No worker runs and no reader can reach an endpoint any more: from
-	 * now on the last reference frees at once, so the last release of a
-	 * lease closes every fd of the pool before it returns.
-	 */
-	__atomic_store_n(&pool->settled, true, __ATOMIC_RELEASE);
+	STORE_RLX(&pool->refs, eps + 1);
+	cds_list_for_each_safe(pos, tmp, &pool->endpoints)
+		cpool__ep_put(cds_list_entry(pos, struct cpool_endpoint, all));
+	cpool__pool_put(pool);
 }
 
 void
 cpool_destroy(struct cpool *pool)
 {
+	int old;
+
 	if (!pool)
 		return;
 	if (__atomic_exchange_n(&pool->destroyed, 1, __ATOMIC_SEQ_CST)) {
@@ -173,36 +323,92 @@ cpool_destroy(struct cpool *pool)
 			   "cpool_destroy called twice");
 		return;
 	}
-	cpool_shutdown(pool);
-	cpool__pool_put(pool);
+	old = cpool__nocancel_begin();
+	if (LOAD_RLX(&pool->forked)) {
+		destroy_inherited(pool);
+	} else {
+		cpool_shutdown(pool);
+		cpool__pool_put(pool);
+	}
+	cpool__nocancel_end(old);
+}
+
+int
+cpool_endpoint_add(struct cpool *pool, const char *address)
+{
+	struct cpool_addr a;
+	int err, old;
+
+	if (!pool || !address)
+		return -EINVAL;
+	if (LOAD_RLX(&pool->state))
+		return LOAD_RLX(&pool->state);
+	old = cpool__nocancel_begin(); /* getaddrinfo() */
+	err = cpool__addr_parse(address, &a);
+	cpool__nocancel_end(old);
+	if (err) {
+		cpool__log(&pool->cfg, CPOOL_LOG_ERROR,
+			   "cpool_endpoint_add: \"%.64s\": %s", address,
+			   cpool_strerror(err));
+		return err;
+	}
+	return cpool__ep_add(pool, address, &a);
+}
+
+int
+cpool_endpoint_remove(struct cpool *pool, const char *address)
+{
+	struct cds_list_head eps;
+	int old;
+
+	if (!pool || !address)
+		return -EINVAL;
+	if (LOAD_RLX(&pool->state))
+		return LOAD_RLX(&pool->state);
+	CDS_INIT_LIST_HEAD(&eps);
+	if (!cpool__ep_unlink(pool, address, &eps))
+		return LOAD_RLX(&pool->state) ? LOAD_RLX(&pool->state)
+					       : -ENOENT;
+	old = cpool__nocancel_begin();
+	close_unlinked(&eps, -ENOENT);
+	cpool__nocancel_end(old);
+	return 0;
 }
 
 /*
  * Whether a connection taken from the idle set may be handed out: 0, or the
  * reason to close it. Lifetime and idle age first (no syscall), then the
  * probe, skipped only inside the bypass window.
+ *
+ * No subtraction here can wrap: released_ns is a value the tick had, and
+ * the tick never goes back, so the tick read now is not below it; the
+ * coarse clock read now is not below any value the tick took from it (and
+ * if it were, the difference would be huge, which means "probe").
  */
 static inline int
 checkout_reason(const struct cpool *pool, const struct cpool_conn *c)
 {
-	uint64_t now;
+	uint64_t now = LOAD_RLX(&pool->tick_ns);
 
-	if (pool->need_clock) {
-		now = LOAD(&pool->tick_ns);
-		if (c->expires_ns && now >= c->expires_ns)
-			return CPOOL_CLOSE_LIFETIME;
-		if (pool->idle_timeout_ns &&
-		    now - c->released_ns >= pool->idle_timeout_ns)
-			return CPOOL_CLOSE_IDLE_TIMEOUT;
-		/*
-		 * The real clock here: released_ns is a tick stamp, never later
-		 * than the release, so the window can only be shorter.
-		 */
-		if (pool->probe_bypass_ns &&
-		    cpool__coarse_ns() - c->released_ns < pool->probe_bypass_ns)
-			return 0;
-	}
+	if (now >= c->expires_ns)
+		return CPOOL_CLOSE_LIFETIME;
+	if (pool->idle_timeout_ns &&
+	    now - c->released_ns >= pool->idle_timeout_ns)
+		return CPOOL_CLOSE_IDLE_TIMEOUT;
+	if (pool->probe_bypass_ns &&
+	    cpool__coarse_ns() - c->released_ns < pool->probe_bypass_ns)
+		return 0;
 	return (int)cpool_probe(c->fd);
+}
+
+/* A checked connection becomes the caller's lease. */
+static inline void
+lease(struct cpool_conn *c, struct cpool_conn **out)
+{
+	c->uses++;
+	c->reused = true;
+	cpool__conn_move(c, CONN_BUSY, CONN_LEASED);
+	*out = c;
 }
 
 /*
@@ -219,32 +425,65 @@ acquire_new(struct cpool_endpoint *ep, unsigned sh, struct cpool_conn **out)
 	/* During backoff: fail fast instead of every caller dialing. */
 	err = cpool__ep_connect_gate(ep, &trial, true);
 	if (!err)
-		err = cpool__conn_open(ep, sh, &c, trial);
+		err = cpool__ep_conn_open(ep, sh, true, trial, &c);
 	if (err) {
-		cpool__ep_slot_put(ep);
+		cpool__admit_give_back(&ep->admit);
 		return err;
 	}
-	ATOMIC_ADD(&ep->leased_adj, 1);
-	if (unlikely(LOAD(&ep->closing))) {
-		err = LOAD(&ep->close_err);
-		cpool__conn_close(c, CPOOL_CLOSE_SHUTDOWN, true);
+	if (unlikely(cpool__admit_closing(&ep->admit))) {
+		err = cpool__admit_close_err(&ep->admit);
+		cpool__conn_move(c, CONN_LEASED, CONN_BUSY);
+		cpool__ep_conn_close(c, CPOOL_CLOSE_SHUTDOWN, true);
 		return err;
 	}
-	ATOMIC_ADD(&ep->ctr.new_leases, 1);
+	ADD_RLX(&ep->ctr.new_leases, 1);
 	c->uses = 1;
 	c->reused = false;
 	*out = c;
 	return 0;
 }
 
+struct acquire_ctx {
+	struct cpool_endpoint *ep;
+	struct cpool_conn *c; /* a connection the cancelled wait left us */
+};
+
+/* Cleanup handler: the caller was cancelled at the cap. */
+static void
+acquire_cancelled(void *arg)
+{
+	struct acquire_ctx *x = arg;
+
+	if (x->c) { /* handed over while the endpoint closed: LEASED */
+		cpool__conn_move(x->c, CONN_LEASED, CONN_BUSY);
+		cpool__ep_conn_close(x->c, CPOOL_CLOSE_SHUTDOWN, true);
+	}
+	cpool__ep_put(x->ep);
+}
+
+/* Waits at the cap: cpool__admit_wait() with the cancellation handler. */
+static int
+acquire_wait(struct cpool_endpoint *ep, uint64_t deadline, int cancel_state,
+	     struct cpool_conn **c)
+{
+	struct acquire_ctx x = { ep, NULL };
+	int got;
+
+	pthread_cleanup_push(acquire_cancelled, &x);
+	got = cpool__admit_wait(&ep->admit, deadline, cancel_state, &x.c);
+	pthread_cleanup_pop(0);
+	*c = x.c;
+	return got;
+}
+
 /*
  * Everything after the first pop: close the rejected candidate @c (if any,
- * with @reason), pop again, steal, connect under the cap, or wait for a
- * handoff. The caller holds a reference on @ep and no lock.
+ * with @reason), pop again, steal, connect under the cap, or wait. The
+ * caller holds a reference on @ep and no lock; cancellation is disabled.
  */
 static int
 acquire_slow(struct cpool_endpoint *ep, unsigned sh, struct cpool_conn *c,
-	     int reason, struct cpool_conn **out)
+	     int reason, int cancel_state, struct cpool_conn **out)
 {
 	struct cpool *pool = ep->pool;
 	uint64_t deadline = 0;
@@ -253,20 +492,23 @@ acquire_slow(struct cpool_endpoint *ep, unsigned sh, struct cpool_conn *c,
 
 	for (;;) {
 		if (c) {
-			cpool__conn_close(c, (enum cpool_close_reason)reason,
-					  true);
+			cpool__ep_conn_close(c, (enum cpool_close_reason)reason,
+					     true);
 			c = NULL;
 		}
-		if (unlikely(LOAD(&ep->closing)))
-			return LOAD(&ep->close_err);
+		if (unlikely(cpool__admit_closing(&ep->admit)))
+			return cpool__admit_close_err(&ep->admit);
 		c = cpool__idle_pop(&ep->idle[sh]);
-		if (!c)
-			c = cpool__shard_steal(ep, sh);
-		if (!c && cpool__ep_slot_get(ep))
+		if (!c) {
+			c = cpool__idle_steal(ep->idle, pool->nshards, sh);
+			if (c)
+				ADD_RLX(&ep->ctr.steals, 1);
+		}
+		if (!c && cpool__admit_reserve(&ep->admit))
 			return acquire_new(ep, sh, out);
 		if (!c) {
 			if (pool->cfg.acquire_timeout_ms == 0)
-				break;
+				return -ETIMEDOUT;
 			if (!deadline)
 				deadline = cpool__now_ns() +
 					   (uint64_t)pool->cfg
@@ -274,26 +516,28 @@ acquire_slow(struct cpool_endpoint *ep, unsigned sh, struct cpool_conn *c,
 						   1000000u;
 			if (!waited) {
 				waited = true;
-				ATOMIC_ADD(&ep->ctr.waits, 1);
+				ADD_RLX(&ep->ctr.waits, 1);
 			}
-			got = cpool__wait(ep, deadline, &c);
-			if (got == CPOOL_WAIT_SLOT)
-				return acquire_new(ep, sh, out);
-			if (got == -ETIMEDOUT)
-				break;
+			got = acquire_wait(ep, deadline, cancel_state, &c);
+			if (got == CPOOL_ADMIT_SLOT) {
+				if (!cpool__admit_closing(&ep->admit))
+					return acquire_new(ep, sh, out);
+				cpool__admit_give_back(&ep->admit);
+				continue;
+			}
 			if (got < 0)
 				return got;
+			reason = CPOOL_CLOSE_SHUTDOWN;
+			if (unlikely(cpool__admit_closing(&ep->admit)))
+				continue; /* closes it, returns the error */
 		}
 		reason = checkout_reason(pool, c);
 		if (!reason) {
-			ATOMIC_ADD(&ep->ctr.reuses, 1);
-			c->uses++;
-			c->reused = true;
-			*out = c;
+			ADD_RLX(&ep->ctr.reuses, 1);
+			lease(c, out);
 			return 0;
 		}
 	}
-	return -ETIMEDOUT;
 }
 
 int
@@ -302,68 +546,58 @@ cpool_acquire(struct cpool *pool, const char *address, struct cpool_conn **out)
 	struct cpool_endpoint *ep;
 	struct cpool_conn *c;
 	unsigned sh;
-	int reason = 0, err;
+	int reason = 0, err, old;
 
 	if (unlikely(!pool || !address || !out))
 		return -EINVAL;
-	cpool__rcu_ensure();
-	urcu_memb_read_lock();
-	if (unlikely(LOAD(&pool->shutdown))) {
+	cpool__rcu_read_lock();
+	err = LOAD_RLX(&pool->state);
+	if (unlikely(err)) {
 		cpool__rcu_read_unlock();
-		return -ESHUTDOWN;
+		return err;
 	}
 	ep = cpool__ep_find(pool, address);
 	if (unlikely(!ep)) {
 		/* Shutdown may have unlinked it after our check. */
-		err = LOAD(&pool->shutdown) ? -ESHUTDOWN : -ENOENT;
+		err = LOAD_RLX(&pool->state) ? LOAD_RLX(&pool->state) : -ENOENT;
 		cpool__rcu_read_unlock();
 		return err;
 	}
-	sh = cpool__shard_cur(pool);
+	sh = cpool__shard_cur(pool->nshards);
 	c = cpool__idle_pop(&ep->idle[sh]);
 	if (likely(c)) {
+		cpool__rcu_read_unlock(); /* @c pins its endpoint */
 		reason = checkout_reason(pool, c);
 		if (likely(!reason)) {
-			cpool__rcu_read_unlock();
 			/* Counted once checked: counters never go back. */
-			ATOMIC_ADD(&ep->idle[sh].reuses, 1);
-			c->uses++;
-			c->reused = true;
-			*out = c;
+			ADD_RLX(&ep->idle[sh].reuses, 1);
+			lease(c, out);
 			return 0;
 		}
+		cpool__ep_get(ep);
+	} else {
+		/* Slow path: keep the endpoint with a reference. */
+		cpool__ep_get(ep);
+		cpool__rcu_read_unlock();
 	}
-	/* Slow path: keep the endpoint with a reference, not the read lock. */
-	cpool__ep_get(ep);
-	cpool__rcu_read_unlock();
-	err = acquire_slow(ep, sh, c, reason, out);
+	old = cpool__nocancel_begin();
+	err = acquire_slow(ep, sh, c, reason, old, out);
 	if (err == -ETIMEDOUT) /* no slot in time, or the connect timed out */
-		ATOMIC_ADD(&ep->ctr.timeouts, 1);
+		ADD_RLX(&ep->ctr.timeouts, 1);
 	cpool__ep_put(ep);
+	cpool__nocancel_end(old);
 	return err;
 }
 
-/* Release when a waiter is queued or the endpoint is closing. */
+/* A lease that is not pooled again: closed with @reason. */
 static void
-release_slow(struct cpool_endpoint *ep, struct cpool_conn *c,
-	     struct cpool_idle *idle)
+release_close(struct cpool_conn *c, enum cpool_close_reason reason)
 {
-	for (;;) {
-		if (LOAD(&ep->closing)) {
-			cpool__conn_close(c, CPOOL_CLOSE_SHUTDOWN, true);
-			return;
-		}
-		if (cpool__wait_release(ep, c, idle))
-			return;
-		/* The waiter left (timed out) before we got there. */
-		cpool__spin_lock(&idle->lock);
-		if (!LOAD(&ep->closing) && !LOAD(&ep->nwaiters)) {
-			cpool__idle_push_locked(idle, c);
-			cpool__spin_unlock(&idle->lock);
-			return;
-		}
-		cpool__spin_unlock(&idle->lock);
-	}
+	int old = cpool__nocancel_begin();
+
+	cpool__conn_move(c, CONN_LEASED, CONN_BUSY);
+	cpool__ep_conn_close(c, reason, true);
+	cpool__nocancel_end(old);
 }
 
 void
@@ -371,22 +605,21 @@ cpool_release(struct cpool_conn *c, unsigned flags)
 {
 	struct cpool_endpoint *ep;
 	struct cpool *pool;
-	struct cpool_idle *idle;
 	int reason = 0;
-	uint64_t now;
 
 	if (unlikely(!c))
 		return;
 	ep = c->ep;
 	pool = ep->pool;
-	if (unlikely(LOAD(&c->state) != CONN_LEASED)) {
+	if (unlikely(LOAD_RLX(&c->state) != CONN_LEASED)) {
 		cpool__log(&pool->cfg, CPOOL_LOG_ERROR,
 			   "cpool_release: connection to %s is not leased "
 			   "(double release?): ignored",
 			   ep->key);
-		CPOOL_BUG_ON(true);
+		CPOOL_BUG_ON(!cpool__sanitize);
 		return;
 	}
+	c->released_ns = LOAD_RLX(&pool->tick_ns);
 	if (unlikely(flags || c->broken)) {
 		if (flags & ~CPOOL_RELEASE_CLOSE)
 			cpool__log(&pool->cfg, CPOOL_LOG_WARN,
@@ -395,24 +628,16 @@ cpool_release(struct cpool_conn *c, unsigned flags)
 		reason = CPOOL_CLOSE_BY_CALLER;
 	} else if (pool->cfg.max_uses && c->uses >= pool->cfg.max_uses) {
 		reason = CPOOL_CLOSE_MAX_USES;
-	} else if (pool->need_clock) {
-		/* The workers' tick clock: no clock read on the fast path. */
-		now = LOAD(&pool->tick_ns);
-		if (c->expires_ns && now >= c->expires_ns)
-			reason = CPOOL_CLOSE_LIFETIME;
-		c->released_ns = now;
+	} else if (c->released_ns >= c->expires_ns) {
+		reason = CPOOL_CLOSE_LIFETIME;
 	}
 	if (unlikely(reason)) {
-		cpool__conn_close(c, (enum cpool_close_reason)reason, true);
+		release_close(c, (enum cpool_close_reason)reason);
 		return;
 	}
-	idle = &ep->idle[cpool__shard_cur(pool)];
-	cpool__spin_lock(&idle->lock);
-	if (likely(!(LOAD(&ep->closing) | LOAD(&ep->nwaiters)))) {
-		cpool__idle_push_locked(idle, c);
-		cpool__spin_unlock(&idle->lock);
-		return;
-	}
-	cpool__spin_unlock(&idle->lock);
-	release_slow(ep, c, idle);
+	/* Closing (removed, shut down, or a fork child's copy): close it. */
+	if (unlikely(cpool__admit_put(&ep->admit,
+				      &ep->idle[cpool__shard_cur(pool->nshards)],
+				      c, CONN_LEASED)))
+		release_close(c, CPOOL_CLOSE_SHUTDOWN);
 }

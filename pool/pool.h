@@ -1,17 +1,12 @@
 /* SPDX-License-Identifier: MIT */
-/* The pool object's lifetime. */
+/*
+ * The public entry points (pool.c): the top of the layering. Nothing
+ * includes this header but its own source.
+ */
 #ifndef CPOOL_POOL_H
 #define CPOOL_POOL_H
 
-#include "pool-t.h"
-
-static inline void
-cpool__pool_get(struct cpool *pool)
-{
-	ATOMIC_ADD(&pool->refs, 1);
-}
-
-/* Drops a reference; the last one (owner's or an endpoint's) frees it. */
-void cpool__pool_put(struct cpool *pool);
+#include "lease.h"
+#include "stats.h"
 
 #endif /* CPOOL_POOL_H */

@@ -10,6 +10,8 @@
  * FIN+RST (EPIPE) from a clean FIN. SO_ERROR is never read first or alone: it
  * misses data and FIN, and reading it clears the error.
  *
+ * Not a cancellation point (the recv is a direct system call).
+ *
  * errno is read only right after a call that returned -1. A stale errno left
  * by an earlier successful call (the seed article's mistake, SOCKETS.md
  * section 5) therefore cannot change a verdict. The caller's errno is
@@ -20,6 +22,8 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 enum cpool_verdict
 cpool__verdict_of_errno(int err)
@@ -54,8 +58,15 @@ cpool_probe(int fd)
 	ssize_t n;
 	char b;
 
+	/*
+	 * recv() itself, made directly: glibc's wrapper is a cancellation
+	 * point, and a probe must never unwind a thread that holds a
+	 * connection out of every list (it also saves the wrapper's two
+	 * atomic operations in a threaded process).
+	 */
 	do {
-		n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+		n = syscall(SYS_recvfrom, fd, &b, 1, MSG_PEEK | MSG_DONTWAIT,
+			    NULL, NULL);
 	} while (n == -1 && errno == EINTR);
 
 	if (n > 0)

@@ -31,8 +31,8 @@ setopt(int fd, int level, int name, int v)
 	return 0;
 }
 
-static int
-sock_set_tcp_options(int fd, const struct cpool_config *cfg)
+int
+cpool__sock_set_tcp_options(int fd, const struct cpool_config *cfg)
 {
 	int err;
 
@@ -81,39 +81,45 @@ sock_wait_connected(int fd, uint64_t deadline_ns)
 }
 
 int
-cpool__sock_connect(int family, const struct sockaddr *sa, socklen_t salen,
-		    const struct cpool_config *cfg, uint64_t deadline_ns)
+cpool__sock_open(int family, const struct cpool_config *cfg)
 {
-	int fd, err = 0, fl;
+	int fd, err;
 
 	fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd == -1)
 		return -errno;
 	if (family != AF_UNIX) {
-		err = sock_set_tcp_options(fd, cfg);
-		if (err)
-			goto fail;
-	}
-	if (connect(fd, sa, salen) == -1) {
-		if (errno != EINPROGRESS && errno != EINTR) {
-			err = -errno;
-			goto fail;
-		}
-		err = sock_wait_connected(fd, deadline_ns);
-		if (err)
-			goto fail;
-	}
-	if (!(cfg->flags & CPOOL_NONBLOCK)) {
-		fl = fcntl(fd, F_GETFL);
-		if (fl == -1 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) == -1) {
-			err = -errno;
-			goto fail;
+		err = cpool__sock_set_tcp_options(fd, cfg);
+		if (err) {
+			close(fd); /* may clobber errno: err was saved first */
+			return err;
 		}
 	}
 	return fd;
-fail:
-	close(fd); /* may clobber errno: err was saved first */
-	return err;
+}
+
+int
+cpool__sock_connect(int fd, const struct sockaddr *sa, socklen_t salen,
+		    uint64_t deadline_ns)
+{
+	if (connect(fd, sa, salen) == 0)
+		return 0;
+	if (errno != EINPROGRESS && errno != EINTR)
+		return -errno;
+	return sock_wait_connected(fd, deadline_ns);
+}
+
+int
+cpool__sock_set_nonblock(int fd, bool nonblock)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl == -1)
+		return -errno;
+	if (!!(fl & O_NONBLOCK) == nonblock)
+		return 0;
+	fl = nonblock ? fl | O_NONBLOCK : fl & ~O_NONBLOCK;
+	return fcntl(fd, F_SETFL, fl) == -1 ? -errno : 0;
 }
 
 int

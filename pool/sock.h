@@ -1,22 +1,38 @@
 /* SPDX-License-Identifier: MIT */
-/* Socket level: connect with a deadline and the pool's socket options. */
+/*
+ * Socket level: open a socket with the pool's options, connect it within a
+ * deadline, switch its blocking mode, bound its I/O. No pool state.
+ */
 #ifndef CPOOL_SOCK_H
 #define CPOOL_SOCK_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
 #include "cpool.h"
 
 /*
- * Opens a socket to @sa, sets TCP_NODELAY, keepalive and TCP_USER_TIMEOUT
- * as @cfg says (TCP only), connects without blocking past @deadline_ns and
- * checks SO_ERROR, then puts the fd in its handout mode (blocking unless
- * CPOOL_NONBLOCK). Returns the connected fd (close-on-exec) or -errno
- * (-ETIMEDOUT at the deadline), with nothing leaked.
+ * Opens a nonblocking, close-on-exec stream socket of @family with
+ * TCP_NODELAY, keepalive and TCP_USER_TIMEOUT as @cfg says (TCP only).
+ * Returns the fd or -errno, with nothing leaked.
  */
-int cpool__sock_connect(int family, const struct sockaddr *sa, socklen_t salen,
-			const struct cpool_config *cfg, uint64_t deadline_ns);
+int cpool__sock_open(int family, const struct cpool_config *cfg);
+
+/* Sets the pool's TCP options on a TCP socket made elsewhere (a dial). */
+int cpool__sock_set_tcp_options(int fd, const struct cpool_config *cfg);
+
+/*
+ * Connects the nonblocking @fd to @sa without blocking past @deadline_ns
+ * (CLOCK_MONOTONIC), then checks SO_ERROR: only a completed connect may
+ * enter the pool (SOCKETS.md S10b). Returns 0 or -errno (-ETIMEDOUT at the
+ * deadline). Leaves the fd open either way.
+ */
+int cpool__sock_connect(int fd, const struct sockaddr *sa, socklen_t salen,
+			uint64_t deadline_ns);
+
+/* Sets or clears O_NONBLOCK. Returns 0 or -errno. */
+int cpool__sock_set_nonblock(int fd, bool nonblock);
 
 /*
  * Bounds blocking I/O on @fd to @ms milliseconds (SO_RCVTIMEO and

@@ -25,12 +25,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "endpoint.h"
 #include <stddef.h>
-#include "alloc.h"
-#include "pool.h"
 
-#define LOAD_ACQ(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#include "alloc.h"
+#include "endpoint.h"
 
 /*
  * Adds @src to @dst. The closes are read first, and every load is an
@@ -55,39 +53,6 @@ counters_add(struct cpool_ep_counters *dst, const struct cpool_ep_counters *src)
 	dst->fail_fasts += LOAD_ACQ(&src->fail_fasts);
 	dst->backoffs += LOAD_ACQ(&src->backoffs);
 	dst->prewarms += LOAD_ACQ(&src->prewarms);
-}
-
-static uint64_t
-ep_list_reuses(const struct cpool_endpoint *ep)
-{
-	uint64_t n = 0;
-	unsigned i;
-
-	for (i = 0; i < ep->pool->nshards; i++)
-		n += LOAD(&ep->idle[i].reuses);
-	return n;
-}
-
-void
-cpool__stats_retire_locked(struct cpool *pool, struct cpool_endpoint *ep)
-{
-	struct cpool_ep_counters sum = pool->retired;
-
-	counters_add(&sum, &ep->ctr);
-	sum.reuses += ep_list_reuses(ep);
-	/* Field by field, so concurrent readers see whole values. */
-	STORE(&pool->retired.reuses, sum.reuses);
-	STORE(&pool->retired.new_leases, sum.new_leases);
-	STORE(&pool->retired.connects, sum.connects);
-	STORE(&pool->retired.connect_failures, sum.connect_failures);
-	STORE(&pool->retired.steals, sum.steals);
-	STORE(&pool->retired.waits, sum.waits);
-	STORE(&pool->retired.timeouts, sum.timeouts);
-	STORE(&pool->retired.fail_fasts, sum.fail_fasts);
-	STORE(&pool->retired.backoffs, sum.backoffs);
-	STORE(&pool->retired.prewarms, sum.prewarms);
-	for (unsigned i = 0; i < CPOOL_CLOSE_REASON_COUNT; i++)
-		STORE(&pool->retired.closed[i], sum.closed[i]);
 }
 
 struct stats_acc {
@@ -133,11 +98,11 @@ ep_collect(const struct cpool_endpoint *ep, struct stats_acc *a)
 	a->open += ep_read(ep, &c);
 	counters_add(&a->ctr, &c);
 	for (i = 0; i < ep->pool->nshards; i++) {
-		a->ctr.reuses += LOAD(&ep->idle[i].reuses);
-		a->idle += LOAD(&ep->idle[i].count);
-		a->leased += LOAD(&ep->idle[i].leased);
+		a->ctr.reuses += LOAD_RLX(&ep->idle[i].reuses);
+		a->idle += LOAD_RLX(&ep->idle[i].count);
+		a->leased += LOAD_RLX(&ep->idle[i].leased);
 	}
-	a->leased += LOAD(&ep->leased_adj);
+	a->leased += LOAD_RLX(&ep->leased_adj);
 }
 
 static uint32_t
@@ -183,12 +148,14 @@ cpool_stats_get(struct cpool *pool, const char *address,
 
 	if (!pool || !out || out->size < CPOOL_STATS_SIZE_V1)
 		return -EINVAL;
+	if (LOAD_RLX(&pool->forked))
+		return -ECHILD;
 	memset(&a, 0, sizeof(a));
 	if (address) {
-		cpool__rcu_ensure();
-		urcu_memb_read_lock();
-		ep = LOAD(&pool->shutdown) ? NULL
-					   : cpool__ep_lookup(pool, address);
+		cpool__rcu_read_lock();
+		/* After shutdown the table is gone: nothing has that name. */
+		ep = LOAD_RLX(&pool->state) ? NULL
+					    : cpool__ep_lookup(pool, address);
 		if (ep)
 			ep_collect(ep, &a);
 		cpool__rcu_read_unlock();
@@ -345,6 +312,8 @@ cpool_stats_format(struct cpool *pool, char *buf, size_t len)
 
 	if (!pool || (!buf && len))
 		return -EINVAL;
+	if (LOAD_RLX(&pool->forked))
+		return -ECHILD;
 	pthread_mutex_lock(&pool->ep_lock);
 	cds_list_for_each(pos, &pool->endpoints)
 		nser++;
@@ -364,7 +333,7 @@ cpool_stats_format(struct cpool *pool, char *buf, size_t len)
 		memset(&one, 0, sizeof(one));
 		ep_collect(ep, &one);
 		ep_collect(ep, &a);
-		if (LOAD(&ep->closing))
+		if (cpool__admit_closing(&ep->admit))
 			continue;
 		fmt_label(&b, ep->key, esc, sizeof(esc));
 		snprintf(labels + i * lsize, lsize, "endpoint=\"%s\"", esc);

@@ -1,15 +1,12 @@
 /* SPDX-License-Identifier: MIT */
-/* Counters and gauges: collected from the shards without stopping them. */
+/*
+ * Counters and gauges: collected from the shards without stopping them
+ * (cpool_stats_get(), cpool_stats_format()). The counting itself happens
+ * where the events do (shard.h, endpoint.c, pool.c); this module reads.
+ */
 #ifndef CPOOL_STATS_H
 #define CPOOL_STATS_H
 
-#include "pool-t.h"
-
-/*
- * Folds a dying endpoint's counters into the pool's, so whole-pool counters
- * never go backwards. Call with pool->ep_lock held.
- */
-void cpool__stats_retire_locked(struct cpool *pool,
-				struct cpool_endpoint *ep);
+#include "endpoint.h"
 
 #endif /* CPOOL_STATS_H */

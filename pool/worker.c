@@ -1,33 +1,40 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Worker threads: the pool keeps itself healthy when nobody calls it.
+ * Worker threads: the pool keeps itself healthy when nobody calls it, and
+ * its cost follows the work, not the size of its tables.
  *
  * Each shard has one worker with its own epoll. Every connection is
  * registered, at connect, with the epoll of the shard that opened it, as a
- * disarmed EPOLLONESHOT. Release never makes a syscall: the worker of the
- * shard whose list a connection sits in arms it (EPOLLIN | EPOLLRDHUP) once
- * a scan has seen it idle twice in a row with the same use count, i.e. idle
- * for at least one tick. Busy connections cycling through the pool are
- * therefore never armed and cost the worker nothing; their liveness is the
- * checkout probe's job. A connection idle longer than a tick is watched: a
- * FIN, RST, error (keepalive or user-timeout expiry) or stray bytes wake
- * the worker, which takes the connection out of its list under the list
- * lock (so a caller leasing it at the same moment either got it first, and
- * the worker leaves it alone, or does not get it at all), probes it for the
- * reason and closes it. No socket sits in CLOSE_WAIT inside the pool.
+ * disarmed EPOLLONESHOT; release never makes a syscall. An idle list that
+ * needs its worker is handed to it through its inbox (shard.h): a push of a
+ * fresh connection, a shortfall below the prewarm share, a removal. The
+ * worker holds such a list in a timer heap, keyed by when it must look at
+ * it next: a tick after its oldest fresh connection was released (to arm
+ * it), the idle timeout of its oldest member, its earliest lifetime, or
+ * the end of a connect backoff for prewarm. A list with nothing left to
+ * wait for is let go. So a worker visits only lists with work due; an idle
+ * pool of 10 000 endpoints costs it what one of a single endpoint does: a
+ * wake-up per tick to advance the pool's tick clock.
  *
- * Memory: an event may name a connection another thread is closing. The
- * worker sits in an RCU read-side section from before epoll_wait until it
- * has handled the events, and connections are freed only after a grace
- * period, after EPOLL_CTL_DEL; so every pointer epoll hands back is valid
- * memory, and the list lock plus the state decide who owns it.
+ * Arming: the oldest fresh connections released at least a tick ago are
+ * armed (EPOLLIN | EPOLLRDHUP), however many there are, a batch per lock
+ * hold; hot connections cycling faster than a tick are never armed. A FIN,
+ * RST, error (keepalive or user-timeout expiry) or stray bytes wake the
+ * worker, which claims the connection (IDLE -> BUSY under its list's lock:
+ * a caller leasing it at the same moment either got it first, and the
+ * worker leaves it alone, or never sees it), probes it and closes it, or
+ * gives it back if it is alive. No socket sits in CLOSE_WAIT in the pool.
  *
- * Timers, every CPOOL_SWEEP_MS: from the least recently used end of each
- * list, connections idle longer than idle_timeout_ms are closed down to the
- * shard's share of min_idle_per_endpoint; connections past their lifetime
- * (with their 0-2.5 % jitter) are closed wherever they are. Prewarm: each
- * shard keeps its share of min_idle_per_endpoint open and idle, replacing
- * evicted ones, never above the cap and not during connect backoff.
+ * Memory: an event may name a connection another thread closed meanwhile.
+ * Closed connections go to the reaper of the worker whose epoll they were
+ * registered with, and that worker frees them at the top of its loop: by
+ * then it has handled every event an earlier epoll_wait returned, and no
+ * later one can name them (they were un-watched before the push). Workers
+ * never enter an RCU read-side section: they never read the endpoint table.
+ *
+ * Clocks: the worker advances the pool's tick (a coarse clock read each
+ * loop) and works with the later of its reading and the tick, so an age is
+ * never computed from a stamp later than the clock it meets.
  */
 #include "worker.h"
 
@@ -40,265 +47,327 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "conn.h"
-#include "endpoint.h"
+#include "alloc.h"
 #include "log.h"
-#include "shard.h"
+#include "probe.h"
 
 #define WORKER_EVENTS 64
-#define WORKER_BATCH 64
+/* How soon a prewarm stopped by the cap tries again. */
+#define WORKER_RETRY_NS 50000000ull
 
-int
-cpool__worker_watch(struct cpool *pool, unsigned sh, struct cpool_conn *c)
+/* The timer heap: lists held, earliest deadline_ns first. */
+static bool
+heap_less(const struct cpool_idle *a, const struct cpool_idle *b)
 {
-	struct epoll_event ev = { .events = EPOLLONESHOT, .data.ptr = c };
-	int epfd = pool->workers[sh].epfd;
-
-	if (epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev) == -1)
-		return -errno;
-	c->epfd = epfd;
-	return 0;
+	return a->deadline_ns < b->deadline_ns;
 }
 
-/* Puts a connection the worker took back in its list, for another look. */
 static void
-worker_give_back(struct cpool_idle *idle, struct cpool_conn *c)
+heap_swap(struct cpool_worker *w, unsigned i, unsigned j)
 {
-	cpool__spin_lock(&idle->lock);
-	if (LOAD(&c->ep->closing)) { /* drained meanwhile: do not strand it */
-		cpool__spin_unlock(&idle->lock);
-		cpool__conn_close(c, CPOOL_CLOSE_SHUTDOWN, false);
-		return;
+	struct cpool_idle *t = w->heap[i];
+
+	w->heap[i] = w->heap[j];
+	w->heap[j] = t;
+	w->heap[i]->heap_idx = (int)i;
+	w->heap[j]->heap_idx = (int)j;
+}
+
+static void
+heap_fix(struct cpool_worker *w, unsigned i)
+{
+	unsigned l, r, m;
+
+	while (i && heap_less(w->heap[i], w->heap[(i - 1) / 2])) {
+		heap_swap(w, i, (i - 1) / 2);
+		i = (i - 1) / 2;
 	}
-	cds_list_add(&c->link, &idle->head);
-	STORE(&idle->count, idle->count + 1);
-	c->armed = false;
-	STORE(&c->state, CONN_IDLE);
+	for (;;) {
+		l = 2 * i + 1;
+		r = l + 1;
+		m = i;
+		if (l < w->nheap && heap_less(w->heap[l], w->heap[m]))
+			m = l;
+		if (r < w->nheap && heap_less(w->heap[r], w->heap[m]))
+			m = r;
+		if (m == i)
+			return;
+		heap_swap(w, i, m);
+		i = m;
+	}
+}
+
+static bool
+heap_add(struct cpool_worker *w, struct cpool_idle *idle)
+{
+	struct cpool_idle **h;
+	unsigned cap;
+
+	if (w->nheap == w->heap_cap) {
+		cap = w->heap_cap ? 2 * w->heap_cap : 64;
+		h = cpool__alloc(cap * sizeof(*h), 0, w->index);
+		if (!h)
+			return false;
+		if (w->nheap)
+			memcpy(h, w->heap, w->nheap * sizeof(*h));
+		cpool__free(w->heap, w->heap_cap * sizeof(*h));
+		w->heap = h;
+		w->heap_cap = cap;
+	}
+	w->heap[w->nheap] = idle;
+	idle->heap_idx = (int)w->nheap++;
+	heap_fix(w, (unsigned)idle->heap_idx);
+	return true;
+}
+
+static void
+heap_del(struct cpool_worker *w, struct cpool_idle *idle)
+{
+	unsigned i = (unsigned)idle->heap_idx;
+
+	idle->heap_idx = -1;
+	if (i != --w->nheap) {
+		w->heap[i] = w->heap[w->nheap];
+		w->heap[i]->heap_idx = (int)i;
+		heap_fix(w, i);
+	}
+}
+
+/*
+ * Opens connections until the list holds its prewarm share. Returns when
+ * the worker should look again: a tick on (to arm them), at the end of the
+ * backoff, or after WORKER_RETRY_NS at the cap or after a failure.
+ */
+static uint64_t
+worker_prewarm(struct cpool_worker *w, struct cpool_idle *idle, uint64_t now)
+{
+	struct cpool_endpoint *ep = idle->ep;
+	struct cpool *pool = w->pool;
+	uint64_t next = now + CPOOL_TICK_NS;
+	struct cpool_conn *c;
+	bool trial;
+
+	while (LOAD_RLX(&idle->count) < idle->want && !LOAD_RLX(&pool->state)) {
+		/* A worker never fails fast: it just tries again later. */
+		if (cpool__ep_connect_gate(ep, &trial, false)) {
+			next = LOAD_RLX(&ep->backoff_until_ns);
+			break;
+		}
+		if (!cpool__admit_reserve(&ep->admit)) {
+			cpool__ep_connect_done(ep, -EAGAIN, trial);
+			next = now + WORKER_RETRY_NS;
+			break;
+		}
+		if (cpool__ep_conn_open(ep, w->index, false, trial, &c)) {
+			cpool__admit_give_back(&ep->admit);
+			next = now + WORKER_RETRY_NS;
+			break;
+		}
+		ADD_RLX(&ep->ctr.prewarms, 1);
+		c->released_ns = LOAD_RLX(&pool->tick_ns);
+		if (cpool__admit_put(&ep->admit, idle, c, CONN_BUSY)) {
+			cpool__ep_conn_close(c, CPOOL_CLOSE_SHUTDOWN, false);
+			break;
+		}
+	}
+	return next > now + CPOOL_TICK_NS ? next : now + CPOOL_TICK_NS;
+}
+
+/*
+ * Under the list's lock: arms what is due and takes what expired into the
+ * batches, and returns when to look next (@now: at once, a batch filled or
+ * prewarm is due; UINT64_MAX: nothing to wait for).
+ */
+static uint64_t
+look_locked(struct cpool *pool, struct cpool_idle *idle, uint64_t now,
+	    struct cpool_batch *arm, struct cpool_batch *dead, bool *warm)
+{
+	uint64_t next = UINT64_MAX, t;
+	bool more;
+
+	/* Stamps are ticks, up to one old: two ticks ago is idle for one. */
+	more = cpool__idle_collect_arm_locked(idle, now - 2 * CPOOL_TICK_NS,
+					      arm);
+	more |= cpool__idle_collect_expired_locked(
+		idle, now, pool->idle_timeout_ns, idle->want, dead);
+	if (idle->watched->prev != &idle->head)
+		next = cds_list_entry(idle->watched->prev, struct cpool_conn,
+				      link)->released_ns +
+		       2 * CPOOL_TICK_NS;
+	t = cpool__idle_next_expiry_locked(idle, pool->idle_timeout_ns,
+					   idle->want);
+	if (t < next)
+		next = t;
+	*warm = !more && idle->count < idle->want;
+	return more || *warm ? now : next;
+}
+
+/*
+ * One look at a list the worker was just handed (@handed) or holds: arm
+ * what is due, close what expired, prewarm, and decide when to look again
+ * or let go. The list's reference is the worker's while it holds it.
+ */
+static void
+worker_look(struct cpool_worker *w, struct cpool_idle *idle, uint64_t now,
+	    bool handed)
+{
+	struct cpool_endpoint *ep = idle->ep;
+	struct cpool_batch arm, dead;
+	bool warm = false, let_go = false;
+	uint64_t next = UINT64_MAX;
+	unsigned i;
+
+	arm.n = dead.n = 0;
+	cpool__spin_lock(&idle->lock);
+	CPOOL_BUG_ON(handed != (idle->queued == IDLE_INBOX));
+	if (!cpool__admit_closing(&ep->admit))
+		next = look_locked(w->pool, idle, now, &arm, &dead, &warm);
+	idle->deadline_ns = next;
+	/* Poked again since (IDLE_INBOX): the inbox's look decides. */
+	if (handed || idle->queued != IDLE_INBOX) {
+		idle->queued = next == UINT64_MAX	      ? IDLE_FREE
+			       : next <= now + 2 * CPOOL_TICK_NS ? IDLE_SOON
+							     : IDLE_LATER;
+		let_go = next == UINT64_MAX;
+	}
 	cpool__spin_unlock(&idle->lock);
+
+	for (i = 0; i < arm.n; i++)
+		cpool__conn_arm(arm.c[i]);
+	for (i = 0; i < dead.n; i++)
+		cpool__ep_conn_close(dead.c[i], dead.why[i], false);
+	if (warm) {
+		next = worker_prewarm(w, idle, now);
+		cpool__spin_lock(&idle->lock);
+		idle->deadline_ns = next;
+		if (idle->queued == IDLE_SOON && next > now + 2 * CPOOL_TICK_NS)
+			idle->queued = IDLE_LATER;
+		cpool__spin_unlock(&idle->lock);
+	}
+	if (next == UINT64_MAX) {
+		if (idle->heap_idx >= 0)
+			heap_del(w, idle);
+		else if (!let_go)
+			return; /* in the inbox, not held: nothing of ours */
+		cpool__ep_put(ep); /* the held reference */
+	} else if (idle->heap_idx >= 0) {
+		heap_fix(w, (unsigned)idle->heap_idx);
+	} else if (!heap_add(w, idle)) {
+		cpool__log(&w->pool->cfg, CPOOL_LOG_ERROR,
+			   "worker %u: no memory for its timers", w->index);
+	}
+}
+
+/* Lists handed over since the last loop. */
+static void
+worker_inbox(struct cpool_worker *w, uint64_t now)
+{
+	struct cpool_snode *n = cpool__stack_take(&w->env->inbox), *next;
+	struct cpool_idle *idle;
+
+	for (; n; n = next) {
+		next = n->next;
+		idle = caa_container_of(n, struct cpool_idle, inode);
+		if (idle->heap_idx >= 0) /* held already: one reference is enough */
+			cpool__ep_put(idle->ep);
+		worker_look(w, idle, now, true);
+	}
 }
 
 /* An event on a watched connection: evict it if it is still idle. */
 static void
-worker_event(struct cpool_conn *c)
+worker_event(struct cpool_worker *w, struct cpool_conn *c)
 {
-	struct cpool_idle *idle = LOAD(&c->home);
+	struct cpool_idle *idle = LOAD_ACQ(&c->home);
+	struct cpool_endpoint *ep = c->ep;
 	enum cpool_verdict v;
+	bool hand = false;
 
 	if (!idle)
-		return;
+		return; /* leased since its connect: its holder decides */
 	cpool__spin_lock(&idle->lock);
-	if (LOAD(&c->state) != CONN_IDLE || LOAD(&c->home) != idle) {
-		/* Leased meanwhile: its new owner decides. */
+	if (LOAD_RLX(&c->home) != idle || !cpool__conn_claim(c)) {
 		cpool__spin_unlock(&idle->lock);
-		return;
+		return; /* leased meanwhile: its new owner decides */
 	}
-	cds_list_del(&c->link);
-	STORE(&idle->count, idle->count - 1);
-	STORE(&c->state, CONN_BUSY);
+	cpool__idle_unlink_locked(idle, c);
+	if (idle->count < idle->want) /* prewarm replaces it */
+		hand = cpool__idle_need_locked(idle);
 	cpool__spin_unlock(&idle->lock);
+	if (hand)
+		cpool__idle_hand_over(idle);
 
 	v = cpool_probe(c->fd);
-	if (v == CPOOL_ALIVE)
-		worker_give_back(idle, c);
-	else
-		cpool__conn_close(c, (enum cpool_close_reason)v, false);
-}
-
-/*
- * The connection may be leased by now (one spurious event at most), but
- * not closed: cpool__conn_close() waits while c->arming counts a MOD in
- * flight, so the fd number cannot be reused under this MOD.
- */
-static void
-worker_arm(struct cpool_conn *c)
-{
-	struct epoll_event ev = {
-		.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT,
-		.data.ptr = c,
-	};
-
-	epoll_ctl(c->epfd, EPOLL_CTL_MOD, c->fd, &ev);
-	__atomic_sub_fetch(&c->arming, 1, __ATOMIC_RELEASE);
-}
-
-struct worker_batch {
-	unsigned n;
-	struct cpool_conn *c[WORKER_BATCH];
-	enum cpool_close_reason why[WORKER_BATCH];
-};
-
-/*
- * One list: arm connections idle since the last scan; on sweeps, collect
- * the idle-expired and lifetime-expired ones. Call with idle->lock held.
- * Armed connections are CONN_IDLE still; closed ones become CONN_BUSY.
- */
-static void
-scan_list_locked(struct cpool *pool, struct cpool_idle *idle, unsigned keep,
-		 bool sweep, uint64_t now, struct worker_batch *arm,
-		 struct worker_batch *dead)
-{
-	struct cds_list_head *pos, *tmp;
-	struct cpool_conn *c;
-	unsigned left, budget = 1024;
-
-	cds_list_for_each(pos, &idle->head) {
-		c = cds_list_entry(pos, struct cpool_conn, link);
-		if (c->armed || arm->n == WORKER_BATCH)
-			break;
-		if (c->seen == c->uses + 1) {
-			c->armed = true;
-			/* A count: a worker that saw it in its list before it
-			 * moved here may still be arming it too. */
-			ATOMIC_ADD(&c->arming, 1);
-			arm->c[arm->n++] = c;
-		} else {
-			c->seen = c->uses + 1;
-		}
-	}
-	if (!sweep)
+	if (v != CPOOL_ALIVE) {
+		cpool__ep_conn_close(c, (enum cpool_close_reason)v, false);
 		return;
-	left = idle->count;
-	/* Oldest first: stop at the first one still young enough. */
-	cds_list_for_each_prev_safe(pos, tmp, &idle->head) {
-		c = cds_list_entry(pos, struct cpool_conn, link);
-		/* Bounded lock hold: a huge list is swept over several ticks
-		 * from its old end; checkout and release check the rest. */
-		if (dead->n == WORKER_BATCH || !budget--)
-			return;
-		if (c->expires_ns && now >= c->expires_ns) {
-			dead->why[dead->n] = CPOOL_CLOSE_LIFETIME;
-		} else if (pool->idle_timeout_ns && left > keep &&
-			   now - c->released_ns >= pool->idle_timeout_ns) {
-			dead->why[dead->n] = CPOOL_CLOSE_IDLE_TIMEOUT;
-		} else {
-			if (!pool->lifetime_ns)
-				return;
-			continue;
-		}
-		cds_list_del(&c->link);
-		STORE(&idle->count, idle->count - 1);
-		STORE(&c->state, CONN_BUSY);
-		dead->c[dead->n++] = c;
-		left--;
 	}
+	/* A spurious wake-up (it was re-armed while leased): idle again. */
+	c->released_ns = LOAD_RLX(&w->pool->tick_ns);
+	if (cpool__admit_put(&ep->admit, idle, c, CONN_BUSY))
+		cpool__ep_conn_close(c, CPOOL_CLOSE_SHUTDOWN, false);
 }
 
-/* Shard @k's share of a per-endpoint number spread over @n shards. */
-static unsigned
-share_of(unsigned total, unsigned n, unsigned k)
-{
-	return total / n + (k < total % n);
-}
-
-/*
- * Opens connections until shard w->index holds its share of
- * min_idle_per_endpoint. Outside any read-side section: connects block.
- */
+/* Frees what closed since the last epoll_wait: none can be named now. */
 static void
-worker_prewarm(struct cpool_worker *w, struct cpool_endpoint *ep,
-	       unsigned want)
+worker_reap(struct cpool_snode *n)
 {
-	struct cpool_idle *idle = &ep->idle[w->index];
-	struct cpool_conn *c;
-	bool trial;
+	struct cpool_snode *next;
 
-	while (LOAD(&idle->count) < want && !LOAD(&ep->closing) &&
-	       !LOAD(&w->pool->stopping)) {
-		/* A worker never fails fast: it just tries again later. */
-		if (cpool__ep_connect_gate(ep, &trial, false))
-			return;
-		if (!cpool__ep_slot_get(ep)) {
-			cpool__ep_connect_done(ep, -EAGAIN, trial);
-			return;
-		}
-		if (cpool__conn_open(ep, w->index, &c, trial)) {
-			cpool__ep_slot_put(ep);
-			return;
-		}
-		ATOMIC_ADD(&ep->ctr.prewarms, 1);
-		c->released_ns = LOAD(&w->pool->tick_ns);
-		cpool__spin_lock(&idle->lock);
-		if (LOAD(&ep->closing)) {
-			cpool__spin_unlock(&idle->lock);
-			cpool__conn_close(c, CPOOL_CLOSE_SHUTDOWN, false);
-			return;
-		}
-		cpool__idle_add_new_locked(idle, c);
-		cpool__spin_unlock(&idle->lock);
+	for (; n; n = next) {
+		next = n->next;
+		cpool__ep_conn_free(caa_container_of(n, struct cpool_conn,
+						     rnode));
 	}
-}
-
-/*
- * One scan of every endpoint's list of this shard. Runs inside the
- * worker's read-side section; returns with it held, but leaves it around
- * prewarm connects.
- */
-static void
-worker_scan(struct cpool_worker *w, uint64_t now)
-{
-	struct cpool *pool = w->pool;
-	struct cpool_endpoint *ep, *warm[WORKER_BATCH];
-	unsigned keep, want, nwarm = 0, i;
-	struct worker_batch arm, dead;
-	struct cds_lfht_iter it;
-	struct cds_lfht_node *node;
-	struct cpool_idle *idle;
-	bool sweep = now >= w->next_sweep_ns;
-
-	if (sweep)
-		w->next_sweep_ns = now + CPOOL_SWEEP_MS * 1000000ull;
-	for (cds_lfht_first(pool->table, &it);
-	     (node = cds_lfht_iter_get_node(&it)) != NULL;
-	     cds_lfht_next(pool->table, &it)) {
-		ep = caa_container_of(node, struct cpool_endpoint, node);
-		CPOOL_TSAN_ACQUIRE(ep);
-		if (LOAD(&ep->closing))
-			continue;
-		idle = &ep->idle[w->index];
-		keep = share_of(pool->cfg.min_idle_per_endpoint, pool->nshards,
-				w->index);
-		arm.n = dead.n = 0;
-		if (LOAD(&idle->count)) {
-			cpool__spin_lock(&idle->lock);
-			scan_list_locked(pool, idle, keep, sweep, now, &arm,
-					 &dead);
-			cpool__spin_unlock(&idle->lock);
-		}
-		for (i = 0; i < arm.n; i++)
-			worker_arm(arm.c[i]);
-		for (i = 0; i < dead.n; i++)
-			cpool__conn_close(dead.c[i], dead.why[i], false);
-		want = keep;
-		if (want && LOAD(&idle->count) < want && nwarm < WORKER_BATCH) {
-			cpool__ep_get(ep);
-			warm[nwarm++] = ep;
-		}
-	}
-	if (!nwarm)
-		return;
-	cpool__rcu_read_unlock();
-	for (i = 0; i < nwarm; i++) {
-		worker_prewarm(w, warm[i],
-			       share_of(pool->cfg.min_idle_per_endpoint,
-					pool->nshards, w->index));
-		cpool__ep_put(warm[i]);
-	}
-	urcu_memb_read_lock();
 }
 
 /*
  * The pool's tick clock: release stamps connections with it instead of
- * reading a clock. Every worker advances it; it never goes back.
+ * reading a clock. Every worker advances it; it never goes back. Returns
+ * the later of @now and the tick.
  */
-static void
+static uint64_t
 tick_advance(struct cpool *pool, uint64_t now)
 {
-	uint64_t t = LOAD(&pool->tick_ns);
+	uint64_t t = LOAD_RLX(&pool->tick_ns);
 
-	while (t < now && !__atomic_compare_exchange_n(&pool->tick_ns, &t, now,
-						       false, __ATOMIC_RELAXED,
-						       __ATOMIC_RELAXED))
-		;
+	while (t < now)
+		if (__atomic_compare_exchange_n(&pool->tick_ns, &t, now, true,
+						__ATOMIC_RELAXED,
+						__ATOMIC_RELAXED))
+			return now;
+	return t;
+}
+
+/* Lets go of everything: the worker is stopping. */
+static void
+worker_exit(struct cpool_worker *w)
+{
+	struct cpool_snode *n = cpool__stack_close(&w->env->inbox), *next;
+	struct cpool_idle *idle;
+
+	for (; n; n = next) {
+		next = n->next;
+		idle = caa_container_of(n, struct cpool_idle, inode);
+		if (idle->heap_idx < 0) {
+			cpool__spin_lock(&idle->lock);
+			idle->queued = IDLE_FREE;
+			cpool__spin_unlock(&idle->lock);
+		}
+		cpool__ep_put(idle->ep); /* never the last if still held */
+	}
+	while (w->nheap) {
+		idle = w->heap[0];
+		heap_del(w, idle);
+		cpool__spin_lock(&idle->lock);
+		idle->queued = IDLE_FREE;
+		cpool__spin_unlock(&idle->lock);
+		cpool__ep_put(idle->ep);
+	}
+	cpool__free(w->heap, w->heap_cap * sizeof(*w->heap));
+	w->heap = NULL;
+	w->heap_cap = 0;
+	worker_reap(cpool__stack_close(&w->env->reaper));
 }
 
 static void *
@@ -310,46 +379,47 @@ worker_main(void *arg)
 	uint64_t junk, now;
 	int n, i;
 
-	urcu_memb_register_thread();
-	urcu_memb_read_lock();
-	while (!LOAD(&pool->stopping)) {
-		n = epoll_wait(w->epfd, ev, WORKER_EVENTS, CPOOL_TICK_MS);
+	while (!LOAD_RLX(&pool->state)) {
+		worker_reap(cpool__stack_take(&w->env->reaper));
+		n = epoll_wait(w->env->epfd, ev, WORKER_EVENTS, CPOOL_TICK_MS);
+		CPOOL_PAUSE(CPOOL_PP_WORKER_EVENTS, &w->index);
 		for (i = 0; i < n; i++) {
 			if (ev[i].data.ptr == w) {
-				if (read(w->evfd, &junk, sizeof(junk)) < 0)
+				if (read(w->env->evfd, &junk, sizeof(junk)) < 0)
 					continue;
 				continue;
 			}
-			worker_event(ev[i].data.ptr);
+			worker_event(w, ev[i].data.ptr);
 		}
-		if (LOAD(&pool->stopping))
+		if (LOAD_RLX(&pool->state))
 			break;
-		/* A quiescent state: grace periods never wait a whole tick. */
-		cpool__rcu_read_unlock();
-		urcu_memb_read_lock();
 		now = cpool__coarse_ns();
-		tick_advance(pool, now);
-		worker_scan(w, now);
+		CPOOL_PAUSE(CPOOL_PP_WORKER_CLOCK, &w->index);
+		now = tick_advance(pool, now);
+		worker_inbox(w, now);
+		while (w->nheap && w->heap[0]->deadline_ns <= now)
+			worker_look(w, w->heap[0], now, false);
 	}
-	cpool__rcu_read_unlock();
-	urcu_memb_unregister_thread();
+	worker_exit(w);
 	return NULL;
 }
 
 static int
 worker_init(struct cpool *pool, struct cpool_worker *w, unsigned k)
 {
+	struct cpool_shard_env *env = &pool->shards[k];
 	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = w };
 
 	w->pool = pool;
 	w->index = k;
-	w->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (w->epfd == -1)
+	w->env = env;
+	env->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (env->epfd == -1)
 		return -errno;
-	w->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (w->evfd == -1)
+	env->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (env->evfd == -1)
 		return -errno;
-	if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->evfd, &ev) == -1)
+	if (epoll_ctl(env->epfd, EPOLL_CTL_ADD, env->evfd, &ev) == -1)
 		return -errno;
 	return 0;
 }
@@ -376,8 +446,8 @@ cpool__workers_start(struct cpool *pool)
 	int err = 0;
 
 	for (k = 0; k < pool->nshards; k++) {
-		pool->workers[k].epfd = -1;
-		pool->workers[k].evfd = -1;
+		pool->shards[k].epfd = -1;
+		pool->shards[k].evfd = -1;
 	}
 	for (k = 0; k < pool->nshards && !err; k++)
 		err = worker_init(pool, &pool->workers[k], k);
@@ -410,19 +480,22 @@ cpool__workers_stop(struct cpool *pool)
 	uint64_t one = 1;
 	unsigned k;
 
-	__atomic_store_n(&pool->stopping, 1, __ATOMIC_SEQ_CST);
 	for (k = 0; k < pool->nshards; k++) {
 		if (!pool->workers[k].started)
 			continue;
-		if (write(pool->workers[k].evfd, &one, sizeof(one)) < 0) {
+		if (write(pool->shards[k].evfd, &one, sizeof(one)) < 0) {
 			/* Full counter: the worker is awake already. */
 		}
 	}
 	for (k = 0; k < pool->nshards; k++) {
-		if (!pool->workers[k].started)
-			continue;
-		pthread_join(pool->workers[k].thread, NULL);
-		pool->workers[k].started = false;
+		if (pool->workers[k].started) {
+			pthread_join(pool->workers[k].thread, NULL);
+			pool->workers[k].started = false;
+		} else {
+			/* Never started: close its stacks for the pushers. */
+			cpool__stack_close(&pool->shards[k].inbox);
+			worker_reap(cpool__stack_close(&pool->shards[k].reaper));
+		}
 	}
 }
 
@@ -432,10 +505,24 @@ cpool__workers_free(struct cpool *pool)
 	unsigned k;
 
 	for (k = 0; k < pool->nshards; k++) {
-		if (pool->workers[k].epfd >= 0)
-			close(pool->workers[k].epfd);
-		if (pool->workers[k].evfd >= 0)
-			close(pool->workers[k].evfd);
-		pool->workers[k].epfd = pool->workers[k].evfd = -1;
+		if (pool->shards[k].epfd >= 0)
+			close(pool->shards[k].epfd);
+		if (pool->shards[k].evfd >= 0)
+			close(pool->shards[k].evfd);
+		pool->shards[k].epfd = pool->shards[k].evfd = -1;
 	}
+}
+
+void
+cpool__workers_fork_child(struct cpool *pool)
+{
+	unsigned k;
+
+	for (k = 0; k < pool->nshards; k++) {
+		pool->workers[k].started = false;
+		pool->workers[k].nheap = 0; /* the parent's; not freed here */
+		pool->workers[k].heap = NULL;
+		pool->workers[k].heap_cap = 0;
+	}
+	cpool__workers_free(pool); /* this process's copies of the fds */
 }

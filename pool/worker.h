@@ -1,17 +1,24 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Worker threads, one per shard: background close detection, timers,
- * prewarm. Started by cpool_create(), stopped and joined by cpool_destroy().
+ * prewarm, freeing closed connections. Started by cpool_create(), stopped
+ * and joined by cpool_shutdown().
  */
 #ifndef CPOOL_WORKER_H
 #define CPOOL_WORKER_H
 
-#include "pool-t.h"
+#include "endpoint.h"
 
-/* Period of a worker's scan: arming, timers, prewarm. */
-#define CPOOL_TICK_MS 3
-/* Period of the idle-timeout and lifetime sweep. */
-#define CPOOL_SWEEP_MS 50
+struct cpool_worker {
+	struct cpool *pool;
+	struct cpool_shard_env *env; /* &pool->shards[index] */
+	unsigned index;		 /* its shard */
+	bool started;
+	pthread_t thread;
+	/* the worker's own */
+	struct cpool_idle **heap; /* lists it holds, by deadline_ns */
+	unsigned nheap, heap_cap;
+} CPOOL_ALIGNED;
 
 /*
  * Creates each shard's epoll and eventfd and starts the threads (pinned to
@@ -20,16 +27,17 @@
  */
 int cpool__workers_start(struct cpool *pool);
 
-/* Stops and joins the threads. Safe on a partly started pool. */
+/*
+ * Stops and joins the threads; each lets go of the lists it held and frees
+ * the connections its reaper had, and its inbox and reaper are closed, so
+ * that later closes free at once. Safe on a partly started pool.
+ */
 void cpool__workers_stop(struct cpool *pool);
 
 /* Closes the epoll and event fds: when the pool is freed. */
 void cpool__workers_free(struct cpool *pool);
 
-/*
- * Registers a new connection's fd with shard @sh's epoll, disarmed (a
- * oneshot with no events): a worker arms it once it has been idle a scan.
- */
-int cpool__worker_watch(struct cpool *pool, unsigned sh, struct cpool_conn *c);
+/* In a fork child: forgets the threads (they do not exist here). */
+void cpool__workers_fork_child(struct cpool *pool);
 
 #endif /* CPOOL_WORKER_H */

@@ -457,6 +457,8 @@ check_monotonic(enum fs_family family, int users, bool dead_peers)
 	assert_sample(text, "cpool_leased_connections", 0);
 	free(text);
 	assert_stat(st, acquires, acquired);
+	/* At rest once the workers evicted what the peer closed meanwhile. */
+	stats_wait(pool, addr, st, st.open == st.idle + st.leased, WAIT_MS);
 	assert_balanced(&st);
 	cpool_destroy(pool);
 	fs_stop(fs);
