@@ -156,6 +156,8 @@ struct target {
 	uint64_t recovered_gen;	/* first success after restart gen seen */
 	int64_t max_refused_up_ms; /* refused this long after answering */
 	unsigned max_open;	/* sampler thread only */
+	/* atomic: cpool_release() calls on it begun, and returned */
+	uint64_t rel_begun, rel_done;
 };
 
 struct snap {
@@ -194,6 +196,7 @@ struct worker {
 	uint64_t fresh_fail;
 	uint64_t unlabelled_fail;
 	uint64_t reused_old_ok;	/* reused from an earlier instance, ok */
+	uint64_t unfair_timeouts; /* acquire -ETIMEDOUT a fair pool serves */
 	int64_t max_acq_ms, max_req_ms, max_iter_ms;
 };
 
@@ -737,6 +740,46 @@ frozen_ms(struct soak *s, int64_t from, int64_t to)
 	return sum;
 }
 
+/*
+ * An acquire that returned -ETIMEDOUT after waiting from @start to @end.
+ * Legitimate only when the endpoint had nothing to give: every lease held
+ * for the whole wait (a stalled or down server). It fails the soak when,
+ * right after it, the pool shows an idle connection for the endpoint, or
+ * when more releases on the endpoint began and returned inside the wait
+ * than there are request threads: at most threads - 1 waiters can be
+ * ahead of this one, so a fair pool must have served it. @rel0 is the
+ * endpoint's rel_begun read before the acquire; rel_done - rel0 counts
+ * only releases wholly inside the wait, and never more.
+ */
+static void
+judge_timeout(struct worker *w, enum tgt ti, int64_t start, int64_t end,
+	      uint64_t rel0)
+{
+	struct soak *s = w->s;
+	struct target *t = &s->t[ti];
+	struct cpool_stats st;
+	int64_t rels;
+	int err;
+
+	memset(&st, 0, sizeof(st));
+	st.size = sizeof(st);
+	err = cpool_stats_get(s->pool, t->addr, &st); /* idle: read first */
+	rels = (int64_t)(LOAD(&t->rel_done) - rel0);
+	if (rels < 0)
+		rels = 0; /* releases begun before the wait still running */
+	if (err || (st.idle == 0 && rels <= (int64_t)s->nthreads))
+		return;
+	w->unfair_timeouts++;
+	/* Each one as it happens (the notes below keep only the first few). */
+	fprintf(s->out, "unfair timeout: %s (%s), wait %lld ms, idle %u right "
+		"after, %lld releases during the wait\n", tgt_name[ti],
+		t->addr, (long long)(end - start), st.idle, (long long)rels);
+	fail(s, "UNFAIR TIMEOUT: %s acquire -ETIMEDOUT after a %lld ms wait "
+	     "with %u idle in the pool right after it and %lld releases on "
+	     "the endpoint during it (%u threads)", tgt_name[ti],
+	     (long long)(end - start), st.idle, (long long)rels, s->nthreads);
+}
+
 static void
 one_iteration(struct worker *w)
 {
@@ -747,6 +790,7 @@ one_iteration(struct worker *w)
 	int64_t start = now_ms(), t1, t2;
 	struct snap sn0 = snap_of(t), sn1;
 	uint64_t label = 0;
+	uint64_t rel0 = LOAD(&t->rel_begun);
 	bool reused;
 	enum cls k;
 	int err;
@@ -763,6 +807,8 @@ one_iteration(struct worker *w)
 		if (k == C_ACQ_OTHER)
 			fail(s, "UNCLASSIFIED: %s acquire: %d (%s)",
 			     tgt_name[ti], err, strerror(-err));
+		if (k == C_ACQ_TIMEDOUT)
+			judge_timeout(w, ti, start, t1, rel0);
 		sn1 = snap_of(t);
 		/* refused although the server answered all along */
 		if ((k == C_ACQ_REFUSED || k == C_ACQ_RESET) &&
@@ -806,7 +852,9 @@ one_iteration(struct worker *w)
 	if (t2 - t1 > w->max_req_ms)
 		w->max_req_ms = t2 - t1;
 	/* Anything but a complete exchange may leave bytes in flight. */
+	ADD(&t->rel_begun, 1);
 	cpool_release(r.c, k == C_OK ? 0 : CPOOL_RELEASE_CLOSE);
+	ADD(&t->rel_done, 1);
 
 	if (k == C_TIMEOUT && ti == T_FS &&
 	    (LOAD(&t->stall_on) || LOAD(&t->stall_end_ms) >= start))
@@ -1274,6 +1322,7 @@ report_restarts(struct soak *s)
 struct totals {
 	uint64_t n[T_COUNT][C_COUNT];
 	uint64_t ok, bad, stale, dirty, fresh, unlabelled, reused_old;
+	uint64_t unfair;
 	int64_t acq, req, iter;
 };
 
@@ -1298,6 +1347,7 @@ sum_workers(const struct soak *s, struct totals *tot)
 		tot->fresh += w->fresh_fail;
 		tot->unlabelled += w->unlabelled_fail;
 		tot->reused_old += w->reused_old_ok;
+		tot->unfair += w->unfair_timeouts;
 		tot->acq = w->max_acq_ms > tot->acq ? w->max_acq_ms : tot->acq;
 		tot->req = w->max_req_ms > tot->req ? w->max_req_ms : tot->req;
 		if (w->max_iter_ms > tot->iter)
@@ -1349,6 +1399,12 @@ report_requests(struct soak *s, unsigned seconds, const struct totals *tot)
 		"%" PRIu64 ", on unlabelled ones %" PRIu64 "\n",
 		SOAK_SETTLE_MS, tot->stale, tot->dirty, tot->fresh,
 		tot->unlabelled);
+	fprintf(o, "acquire timeouts: %" PRIu64 ", of which a fair pool "
+		"would have served %" PRIu64 " (an idle connection right "
+		"after it, or more than %u releases during the wait)\n",
+		tot->n[0][C_ACQ_TIMEDOUT] + tot->n[1][C_ACQ_TIMEDOUT] +
+			tot->n[2][C_ACQ_TIMEDOUT],
+		tot->unfair, s->nthreads);
 	fprintf(o, "max acquire stall %lld ms, max request %lld ms, max "
 		"iteration %lld ms (bound %d = acquire %d + request %d + "
 		"slack %d), max busy seen by the sampler %lld ms\n",

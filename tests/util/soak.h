@@ -27,6 +27,13 @@
  *    server are faults of their own, never stale;
  *  - a *dirty handout* is stray bytes read by a request that started more
  *    than SOAK_SETTLE_MS after the last stray-byte injection;
+ *  - an *unfair timeout* is an acquire that returned -ETIMEDOUT although
+ *    the pool showed an idle connection for its endpoint right after it,
+ *    or although more releases on that endpoint began and ended during
+ *    its wait than there are request threads (at most threads - 1
+ *    waiters can be ahead of it, so a fair pool serves it); a timeout
+ *    while every lease was held all along (a stalled or down server) is
+ *    legitimate;
  *  - a *wrong answer* is a well-formed reply that is not the right one,
  *    nor the value of one of the thread's own earlier writes whose reply
  *    never came (an in-doubt write a starved server may apply late);
@@ -34,8 +41,8 @@
  *    deadline (+ slack) on one request, not counting the time the whole
  *    process was stalled (gaps of the 10 ms sampler: an overloaded
  *    machine, a sanitizer runtime stopping the world).
- * Stale failures, dirty handouts, wrong answers and unclassified errors
- * fail the soak.
+ * Stale failures, dirty handouts, unfair timeouts, wrong answers and
+ * unclassified errors fail the soak.
  */
 #ifndef CPOOL_TESTS_SOAK_H
 #define CPOOL_TESTS_SOAK_H
