@@ -48,6 +48,64 @@ bench_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* What one clock_gettime pair costs here: subtract it from a timing. */
+uint64_t
+bench_clock_cost_ns(void)
+{
+	return clock_cost_ns;
+}
+
+void
+bench_hist_merge(struct bench_hist *into, const struct bench_hist *h)
+{
+	unsigned i;
+
+	for (i = 0; i < BENCH_HIST_BUCKETS; i++)
+		into->count[i] += h->count[i];
+	into->n += h->n;
+	if (h->max > into->max)
+		into->max = h->max;
+}
+
+/* The middle of bucket @i's range. */
+static double
+hist_value(unsigned i)
+{
+	unsigned shift;
+
+	if (i < BENCH_HIST_SUB)
+		return i;
+	shift = i / BENCH_HIST_SUB - 1;
+	return ((double)(BENCH_HIST_SUB + i % BENCH_HIST_SUB) + 0.5) *
+	       (double)(1ull << shift);
+}
+
+/*
+ * The @q quantile (0 < q <= 1) of @h: the value of the bucket holding the
+ * ceil(q * n)-th smallest sample, never more than the maximum; NAN when
+ * empty.
+ */
+double
+bench_hist_quantile(const struct bench_hist *h, double q)
+{
+	uint64_t rank, seen = 0;
+	unsigned i;
+	double v;
+
+	if (!h->n)
+		return NAN;
+	rank = (uint64_t)ceil(q * (double)h->n);
+	if (rank < 1)
+		rank = 1;
+	for (i = 0; i < BENCH_HIST_BUCKETS; i++) {
+		seen += h->count[i];
+		if (seen >= rank)
+			break;
+	}
+	v = hist_value(i);
+	return v < (double)h->max ? v : (double)h->max;
+}
+
 static int
 cmp_u32(const void *a, const void *b)
 {
@@ -346,10 +404,19 @@ sleep_until(uint64_t deadline_ns)
 		;
 }
 
+/* A timed acquire's own time: the clock pair's cost taken off. */
+static double
+wait_ns(double v)
+{
+	return v > (double)clock_cost_ns ? v - (double)clock_cost_ns : 0;
+}
+
 /*
  * One measurement: @threads threads run @ops's loop on @inst for @secs.
  * Per-thread setup (a dedicated connection, say) happens before the window
- * and teardown after it, so neither is counted.
+ * and teardown after it, so neither is counted. With env->time_acquire
+ * every acquire is timed on its own too: the threads' histograms, merged,
+ * give res->wait_p50_ns, wait_p99_ns and wait_max_ns.
  */
 int
 bench_run_once(const struct peer_ops *ops, void *inst,
@@ -357,6 +424,9 @@ bench_run_once(const struct peer_ops *ops, void *inst,
 	       struct bench_result *res)
 {
 	struct bench_run run = { .ops = ops, .inst = inst, .env = env };
+	void *(*fn)(void *) =
+		env->time_acquire ? ops->thread_timed_fn : ops->thread_fn;
+	struct bench_hist *wait = NULL;
 	struct bench_thread *t;
 	pthread_t tid[BENCH_MAX_THREADS];
 	uint32_t *all;
@@ -382,7 +452,12 @@ bench_run_once(const struct peer_ops *ops, void *inst,
 		t[i].samples = malloc(sizeof(uint32_t) * t[i].cap);
 		if (!t[i].samples)
 			bench_die("out of memory");
-		if (pthread_create(&tid[i], NULL, ops->thread_fn, &t[i]))
+		if (env->time_acquire) {
+			t[i].wait = calloc(1, sizeof(*t[i].wait));
+			if (!t[i].wait)
+				bench_die("out of memory");
+		}
+		if (pthread_create(&tid[i], NULL, fn, &t[i]))
 			bench_die("pthread_create failed");
 	}
 	pthread_barrier_wait(&run.ready);
@@ -417,11 +492,19 @@ bench_run_once(const struct peer_ops *ops, void *inst,
 	if (!all)
 		bench_die("out of memory");
 	nall = 0;
+	if (env->time_acquire) {
+		wait = calloc(1, sizeof(*wait));
+		if (!wait)
+			bench_die("out of memory");
+	}
 	for (i = 0; i < threads; i++) {
 		memcpy(all + nall, t[i].samples,
 		       t[i].nsamples * sizeof(uint32_t));
 		nall += t[i].nsamples;
 		free(t[i].samples);
+		if (wait)
+			bench_hist_merge(wait, t[i].wait);
+		free(t[i].wait);
 	}
 	if (!err && ops_total > errors && end > start) {
 		res->ops_s = (double)(ops_total - errors) * 1e9 /
@@ -440,6 +523,13 @@ bench_run_once(const struct peer_ops *ops, void *inst,
 	} else {
 		res->p50_ns = res->p99_ns = NAN;
 	}
+	res->wait_p50_ns = res->wait_p99_ns = res->wait_max_ns = NAN;
+	if (wait && wait->n && !err) {
+		res->wait_p50_ns = wait_ns(bench_hist_quantile(wait, 0.50));
+		res->wait_p99_ns = wait_ns(bench_hist_quantile(wait, 0.99));
+		res->wait_max_ns = wait_ns((double)wait->max);
+	}
+	free(wait);
 	res->errors = errors;
 	res->last_err = err ? err : last_err;
 	free(all);
@@ -665,6 +755,12 @@ bench_field(const struct bench_result *r, enum bench_field f)
 		return r->ops_s > 0 ? 1e9 / r->ops_s : NAN;
 	case BENCH_F_CPUS:
 		return r->cpus;
+	case BENCH_F_WAIT_P50:
+		return r->wait_p50_ns;
+	case BENCH_F_WAIT_P99:
+		return r->wait_p99_ns;
+	case BENCH_F_WAIT_MAX:
+		return r->wait_max_ns;
 	}
 	return NAN;
 }

@@ -58,6 +58,7 @@ struct bench_env {
 	enum bench_mode mode;
 	unsigned cpool_flags;	     /* extra cpool_config.flags */
 	unsigned acquire_timeout_ms; /* for every pool that has one */
+	bool time_acquire;	     /* time every acquire: bench_thread.wait */
 };
 
 /* One lease of any pool. */
@@ -69,14 +70,17 @@ struct bench_lease {
 /*
  * A pool under test. create() opens @conns connections (warmed: connected
  * and idle) and returns the instance; thread_fn is the measured loop from
- * bench_loop.h; acquire()/release() are the same calls for single-threaded
- * workloads (NULL when the peer is no pool, e.g. dedicated).
+ * bench_loop.h, and thread_timed_fn the same loop timing every acquire
+ * (env->time_acquire); acquire()/release() are the same calls for
+ * single-threaded workloads (NULL when the peer is no pool, e.g.
+ * dedicated).
  */
 struct peer_ops {
 	const char *name;
 	int (*create)(const struct bench_env *env, unsigned conns, void **out);
 	void (*destroy)(void *inst);
 	void *(*thread_fn)(void *arg);
+	void *(*thread_timed_fn)(void *arg);
 	int (*acquire)(void *inst, struct bench_lease *l);
 	void (*release)(void *inst, struct bench_lease *l, bool close);
 };
@@ -86,6 +90,7 @@ extern const struct peer_ops peer_cpool_bypass; /* probe_bypass_ms set */
 extern const struct peer_ops peer_apr;		/* apr_reslist */
 extern const struct peer_ops peer_memcached;	/* memcached_pool */
 extern const struct peer_ops peer_mutex;	/* mutex + condvar LIFO */
+extern const struct peer_ops peer_fifo;		/* strict FIFO handoff */
 extern const struct peer_ops peer_dedicated;	/* one conn per thread */
 extern const struct peer_ops peer_connect;	/* connect per request */
 extern const struct peer_ops peer_recv_peek;	/* bare recv(MSG_PEEK) */
@@ -108,6 +113,43 @@ struct bench_run {
 	int stop;
 };
 
+/*
+ * A log-linear histogram of nanoseconds: values below BENCH_HIST_SUB
+ * exactly, above that BENCH_HIST_SUB buckets per power of two (at most
+ * 1/32 = 3 % wide), plus the exact count and maximum. Adding is a few
+ * instructions on the thread's own memory: no lock, no shared line.
+ */
+#define BENCH_HIST_SUB_BITS 5
+#define BENCH_HIST_SUB (1u << BENCH_HIST_SUB_BITS)
+#define BENCH_HIST_BUCKETS ((64 - BENCH_HIST_SUB_BITS + 1) * BENCH_HIST_SUB)
+
+struct bench_hist {
+	uint64_t n;
+	uint64_t max;
+	uint64_t count[BENCH_HIST_BUCKETS];
+};
+
+static inline unsigned
+bench_hist_bucket(uint64_t v)
+{
+	unsigned shift;
+
+	if (v < BENCH_HIST_SUB)
+		return (unsigned)v;
+	shift = 63 - (unsigned)__builtin_clzll(v) - BENCH_HIST_SUB_BITS;
+	return (shift + 1) * BENCH_HIST_SUB +
+	       (unsigned)((v >> shift) & (BENCH_HIST_SUB - 1));
+}
+
+static inline void
+bench_hist_add(struct bench_hist *h, uint64_t v)
+{
+	h->count[bench_hist_bucket(v)]++;
+	h->n++;
+	if (v > h->max)
+		h->max = v;
+}
+
 struct bench_thread {
 	struct bench_run *run;
 	unsigned idx;
@@ -121,6 +163,7 @@ struct bench_thread {
 	size_t cap;
 	unsigned every; /* sample one batch in this many */
 	unsigned skip;
+	struct bench_hist *wait; /* each acquire timed (env->time_acquire) */
 } __attribute__((aligned(64)));
 
 /* One measurement's numbers. */
@@ -130,6 +173,10 @@ struct bench_result {
 	double p50_ns;
 	double p99_ns;
 	double cpus; /* CPU time over wall time: CPUs it got */
+	/* each acquire's own time (env->time_acquire), clock cost subtracted */
+	double wait_p50_ns;
+	double wait_p99_ns;
+	double wait_max_ns;
 	uint64_t errors;
 	int last_err;
 };
@@ -141,6 +188,9 @@ enum bench_field {
 	BENCH_F_P99,
 	BENCH_F_NS_PER_OP, /* 1e9 / ops_s */
 	BENCH_F_CPUS,
+	BENCH_F_WAIT_P50,
+	BENCH_F_WAIT_P99,
+	BENCH_F_WAIT_MAX,
 };
 
 /* One pool in an interleaved set, with its per-repetition results. */
@@ -174,6 +224,9 @@ void bench_opts_default(struct bench_opts *o);
 void bench_init(int argc, char **argv, struct bench_opts *o,
 		const char *usage_extra);
 uint64_t bench_now_ns(void);
+uint64_t bench_clock_cost_ns(void);
+void bench_hist_merge(struct bench_hist *into, const struct bench_hist *h);
+double bench_hist_quantile(const struct bench_hist *h, double q);
 int bench_run_once(const struct peer_ops *ops, void *inst,
 		   const struct bench_env *env, unsigned threads, double secs,
 		   struct bench_result *res);
@@ -230,6 +283,7 @@ int bench_addr_create(const struct bench_env *env, unsigned conns, void **out);
 void bench_addr_destroy(void *inst);
 int bench_free_port(uint16_t *port);
 int bench_listen(uint16_t *port);
+int bench_listen_loopback_any(uint16_t *port);
 int bench_fd_for_local_port(uint16_t lport, uint16_t rport);
 
 /* server.c: memcached or the echo server, in a child process */
@@ -241,6 +295,7 @@ struct bench_server {
 
 int bench_server_start(struct bench_server *s, const char *kind, int cpu,
 		       unsigned maxconns);
+int bench_echo_start(struct bench_server *s, int lfd, uint16_t port, int cpu);
 void bench_server_stop(struct bench_server *s);
 void bench_env_init(struct bench_env *env, const struct bench_server *s,
 		    enum bench_mode mode);

@@ -2,14 +2,15 @@
 #
 #   make bench            install missing packages, build the bench binaries
 #                         (-O2, linked against $(BUILD)/libcpool.a and the
-#                         peers' libraries) and run every workload, < 5 min
+#                         peers' libraries) and run every workload, ~5 min
 #   make bench-callgrind  instructions per acquire+release (valgrind)
 #   make bench-build      only build them, into $(BUILD)/bench/
 #
 # Options for the run: BENCH_ARGS="-r 5 -d 0.5" is passed to every binary.
 
 BENCH_OBJDIR := $(BUILD)/bench
-BENCH_NAMES := acquire_release request scarce pool_size detect callgrind
+BENCH_NAMES := acquire_release request scarce pool_size detect idle_cpu \
+	callgrind
 BENCH_BINS := $(BENCH_NAMES:%=$(BENCH_OBJDIR)/bench_%)
 BENCH_COMMON_SRCS := bench/bench.c bench/net.c bench/server.c \
 	bench/echo_server.c bench/mutex_pool.c $(wildcard bench/peer_*.c)

@@ -73,6 +73,37 @@ bench_listen(uint16_t *port)
 	return fd;
 }
 
+/*
+ * A listening socket on port @port (0 = any free one, written back) of
+ * every address, bound to the loopback device: it accepts connects to any
+ * 127.x.y.z, and nothing from another interface. Where SO_BINDTODEVICE is
+ * refused it fails with that error rather than listen on the network.
+ */
+int
+bench_listen_loopback_any(uint16_t *port)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	socklen_t len = sizeof(sin);
+	int fd, err, one = 1;
+
+	sin.sin_addr.s_addr = htonl(INADDR_ANY);
+	sin.sin_port = htons(*port);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return -errno;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, "lo", 3) == -1 ||
+	    bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == -1 ||
+	    listen(fd, 4096) == -1 ||
+	    getsockname(fd, (struct sockaddr *)&sin, &len) == -1) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	*port = ntohs(sin.sin_port);
+	return fd;
+}
+
 /* A port that was free a moment ago: bind port 0, read it, close. */
 int
 bench_free_port(uint16_t *port)

@@ -21,7 +21,7 @@ status=0
 	[ -x /usr/bin/memcached ] && echo "memcached: $(/usr/bin/memcached -V 2>/dev/null)"
 } | tee "$log"
 
-for b in acquire_release request scarce pool_size detect; do
+for b in acquire_release request scarce pool_size detect idle_cpu; do
 	echo | tee -a "$log"
 	echo "######## bench_$b" | tee -a "$log"
 	t0=$(date +%s)

@@ -239,6 +239,42 @@ bench_server_start(struct bench_server *s, const char *kind, int cpu,
 	return 0;
 }
 
+/*
+ * Starts the echo server on the caller's listening socket @lfd (its port
+ * @port, reachable at 127.0.0.1), which it takes over: the parent's copy is
+ * closed. The child inherits the caller's file limit. @cpu as above.
+ */
+int
+bench_echo_start(struct bench_server *s, int lfd, uint16_t port, int cpu)
+{
+	pid_t parent = getpid(), pid;
+	int err;
+
+	install_cleanup();
+	memset(s, 0, sizeof(*s));
+	fflush(NULL);
+	pid = fork();
+	if (pid == -1) {
+		err = -errno;
+		close(lfd);
+		return err;
+	}
+	if (pid == 0) {
+		child_setup(parent, cpu);
+		bench_echo_serve(lfd);
+	}
+	remember(pid);
+	close(lfd);
+	s->pid = pid;
+	s->port = port;
+	err = wait_accepting(pid, port);
+	if (err) {
+		bench_server_stop(s);
+		return err;
+	}
+	return 0;
+}
+
 void
 bench_server_stop(struct bench_server *s)
 {
