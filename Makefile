@@ -58,6 +58,8 @@ LIB_SRCS := $(wildcard pool/*.c)
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 LIB_HDRS := include/cpool.h $(wildcard pool/*.h)
 
+include pool/adapters/adapters.mk
+
 TEST_SRCS := $(wildcard tests/*.c)
 TEST_UTIL_SRCS := $(wildcard tests/util/*.c)
 TEST_OBJS := $(TEST_SRCS:%.c=$(BUILD)/%.o) $(TEST_UTIL_SRCS:%.c=$(BUILD)/%.o)
@@ -66,18 +68,18 @@ CRITERION_FLAGS ?= --jobs=2
 
 DEB_PKGS := gcc make liburcu-dev libjemalloc-dev libcriterion-dev memcached \
 	redis-server libhiredis-dev libaprutil1-dev libmemcached-dev pkg-config \
-	valgrind iproute2
+	valgrind iproute2 libssl-dev openssl libpq-dev postgresql
 
 .PHONY: all lib install uninstall clean deps test debug debug-test asan tsan bench \
 	bench-callgrind check-exports check-layers
 
-all: lib
+all: lib adapters
 
 lib: $(BUILD)/libcpool.a $(BUILD)/libcpool.so $(BUILD)/cpool.pc
 
-$(BUILD)/%.o: %.c $(LIB_HDRS) $(wildcard tests/util/*.h) Makefile
+$(BUILD)/%.o: %.c $(LIB_HDRS) $(wildcard include/*.h tests/util/*.h) Makefile
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(PROJECT_CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) $(PROJECT_CFLAGS) $(ADAPTER_CFLAGS) -c $< -o $@
 
 # jemalloc is linked in privately: the pool's objects and jemalloc's pic
 # archive become one relocatable object in which every global but cpool_* is
@@ -124,7 +126,7 @@ check-exports: $(BUILD)/libcpool.so
 	if [ -n "$$bad" ]; then echo "non-cpool exports: $$bad"; exit 1; fi; \
 	echo "exports: only cpool_* ($$(nm -D --defined-only $(BUILD)/libcpool.so | grep -c ' T cpool_') functions)"
 
-install: lib
+install: lib install-adapters
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
 	install -m 644 include/cpool.h $(DESTDIR)$(INCLUDEDIR)/cpool.h
 	install -m 644 $(BUILD)/libcpool.a $(DESTDIR)$(LIBDIR)/libcpool.a
@@ -137,6 +139,10 @@ uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/cpool.h $(DESTDIR)$(LIBDIR)/libcpool.a \
 		$(DESTDIR)$(LIBDIR)/libcpool.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
 		$(DESTDIR)$(LIBDIR)/libcpool.so $(DESTDIR)$(PKGCONFIGDIR)/cpool.pc
+	for a in tls redis pq; do \
+		rm -f $(DESTDIR)$(INCLUDEDIR)/cpool_$$a.h $(DESTDIR)$(LIBDIR)/libcpool_$$a.* \
+			$(DESTDIR)$(PKGCONFIGDIR)/cpool_$$a.pc; \
+	done
 
 # Installs what is missing when run as root; otherwise prints the exact line
 # to run and fails. Silent when everything is there.
@@ -155,9 +161,10 @@ deps:
 
 # The test binary links the shipped static library: the tests see exactly
 # what a user links.
-$(TEST_BIN): $(TEST_OBJS) $(BUILD)/libcpool.a
+$(TEST_BIN): $(TEST_OBJS) $(ADAPTER_ARCHIVES) $(BUILD)/libcpool.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(SAN_LDFLAGS) $(LDFLAGS) -o $@ $(TEST_OBJS) $(BUILD)/libcpool.a \
+	$(CC) $(CFLAGS) $(SAN_LDFLAGS) $(LDFLAGS) -o $@ $(TEST_OBJS) \
+		$(ADAPTER_ARCHIVES) $(BUILD)/libcpool.a $(ADAPTER_LIBS) \
 		-lcriterion -lhiredis $(URCU_LIBS) $(TEST_URCU_LIBS) $(SYS_LIBS)
 
 TSAN_OPTIONS_RUN := suppressions=$(CURDIR)/tests/tsan.supp halt_on_error=1 second_deadlock_stack=1

@@ -11,6 +11,8 @@
 BENCH_OBJDIR := $(BUILD)/bench
 BENCH_NAMES := acquire_release request scarce pool_size detect idle_cpu \
 	callgrind
+# The adapters' benches (bench/bench_redis.c, ...), when the adapter builds.
+BENCH_NAMES += $(foreach a,$(ADAPTERS),$(if $(wildcard bench/bench_$(a).c),$(a)))
 BENCH_BINS := $(BENCH_NAMES:%=$(BENCH_OBJDIR)/bench_%)
 BENCH_COMMON_SRCS := bench/bench.c bench/net.c bench/server.c \
 	bench/echo_server.c bench/mutex_pool.c $(wildcard bench/peer_*.c)
@@ -23,8 +25,10 @@ BENCH_PEER_CFLAGS = $(shell pkg-config --cflags apr-1 apr-util-1 2>/dev/null \
 	|| echo -I/usr/include/apr-1.0)
 BENCH_PEER_LIBS = $(shell pkg-config --libs apr-util-1 apr-1 2>/dev/null \
 	|| echo -laprutil-1 -lapr-1) -lmemcachedutil -lmemcached
-BENCH_CFLAGS = $(CFLAGS) $(PROJECT_CFLAGS) -O2 $(BENCH_PEER_CFLAGS)
-BENCH_LIBS = $(BUILD)/libcpool.a $(BENCH_PEER_LIBS) $(URCU_LIBS) $(SYS_LIBS)
+BENCH_CFLAGS = $(CFLAGS) $(PROJECT_CFLAGS) -O2 $(BENCH_PEER_CFLAGS) \
+	$(ADAPTER_CFLAGS)
+BENCH_LIBS = $(ADAPTER_ARCHIVES) $(BUILD)/libcpool.a $(ADAPTER_LIBS) -lhiredis \
+	$(BENCH_PEER_LIBS) $(URCU_LIBS) $(SYS_LIBS)
 
 .PHONY: bench-build
 
@@ -36,7 +40,7 @@ $(BENCH_COMMON_OBJS) $(BENCH_MAIN_OBJS): $(BENCH_OBJDIR)/%.o: bench/%.c \
 	$(CC) $(BENCH_CFLAGS) -c $< -o $@
 
 $(BENCH_BINS): $(BENCH_OBJDIR)/bench_%: $(BENCH_OBJDIR)/bench_%.o \
-		$(BENCH_COMMON_OBJS) $(BUILD)/libcpool.a
+		$(BENCH_COMMON_OBJS) $(ADAPTER_ARCHIVES) $(BUILD)/libcpool.a
 	$(CC) $(CFLAGS) $(SAN_LDFLAGS) $(LDFLAGS) -o $@ $< \
 		$(BENCH_COMMON_OBJS) $(BENCH_LIBS)
 

@@ -70,6 +70,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #ifdef __cplusplus
@@ -147,6 +148,96 @@ typedef int cpool_connect_fn(int fd, const char *address, void *user_data);
 /* Receives every message the library has; @msg is one line, no newline. */
 typedef void cpool_log_fn(void *user_data, int level, const char *msg);
 
+/* ops->close flags: do no I/O on the fd (see struct cpool_conn_ops). */
+#define CPOOL_CLOSE_QUIET (1u << 0)
+
+/*
+ * Connection ops: the state a client library keeps for a connection (a TLS
+ * session, a redisContext, a PGconn) lives as long as the pooled connection
+ * and has a say in its liveness. Installed pool-wide with cfg.conn_ops; any
+ * op may be NULL; every op gets cfg.conn_ops_arg as @arg. The struct is
+ * copied at cpool_create() (like the config), and extensible like it: set
+ * size to sizeof(struct cpool_conn_ops); ops past a smaller size are NULL.
+ *
+ * Inside any op a hook may call cpool_conn_fd(), cpool_conn_ctx(),
+ * cpool_conn_set_ctx(), cpool_conn_address(), cpool_conn_reused() and
+ * cpool_probe() on its connection, and nothing that takes the pool
+ * (acquire, release, endpoint add or remove, shutdown, destroy). No pool
+ * lock is held while an op runs; ops run with cancellation disabled.
+ *
+ * dial:    instead of the pool's own socket + connect, for libraries that
+ *          open their own socket (libpq). Returns a connected fd or -errno
+ *          within @timeout_ms (what is left of connect_timeout_ms);
+ *          @address is the endpoint's string, @sa the address the pool
+ *          resolved; *@ctx is the connection's context slot
+ *          (cpool_conn_ctx() afterwards). The pool sets its TCP options
+ *          (keepalive, user timeout, no-delay) on a TCP fd and leaves its
+ *          O_NONBLOCK mode as dial made it; on a nonblocking one, -EAGAIN
+ *          from cpool_send()/cpool_recv() does not mark it broken.
+ * open:    once per new connection, after connect (or dial) and
+ *          on_connect, before the first lease: a handshake, AUTH.
+ *          @timeout_ms is what is left of connect_timeout_ms; on a
+ *          blocking fd SO_RCVTIMEO/SO_SNDTIMEO bound its I/O by it (and
+ *          are cleared afterwards). May cpool_conn_set_ctx(). Returns 0,
+ *          or -errno: the acquire fails with it (a positive value with
+ *          -ECONNABORTED) and the connection is closed; a failing open
+ *          frees what it made itself. Its failures count as connect
+ *          failures (backoff included).
+ * check:   the protocol layer's verdict on an idle connection, with the
+ *          connection owned exclusively (never during a lease, never on
+ *          two threads) and its fd set O_NONBLOCK for the call (the pool
+ *          restores the handout mode). Called when bytes wait on an idle
+ *          connection, at checkout (the probe said so) and in the worker
+ *          (its watch fired), with @tcp CPOOL_UNEXPECTED_DATA; and at
+ *          checkout on a connection idle at least cfg.check_idle_ms, with
+ *          @tcp CPOOL_ALIVE (an application ping). Must not block. Its
+ *          verdict stands: anything but CPOOL_ALIVE closes the connection
+ *          with that reason (a value out of range counts as
+ *          CPOOL_SOCKET_ERROR). An alive verdict while the same number of
+ *          bytes still waits at the socket two worker looks in a row
+ *          closes it as unexpected_data: no spinning on bytes nobody takes.
+ * release: at cpool_release(c, 0) of a connection that would otherwise be
+ *          pooled (not broken, below max_uses and max_lifetime_ms, its
+ *          endpoint not closing), on the releasing thread. May do bounded
+ *          cleanup I/O (a ROLLBACK). Nonzero refuses reuse: the connection
+ *          is closed, counted by_caller.
+ * close:   balances the op that made the state, exactly once per
+ *          connection in each process that holds it: once dial succeeded
+ *          (with a dial), or else once open succeeded (with an open), or
+ *          else once the connect succeeded. Runs before the fd is closed,
+ *          on whichever thread closes the connection (a worker, a
+ *          releasing caller, a remover, destroy), never concurrently with
+ *          a lease or a check. The fd number stays valid until it returns.
+ *          @flags CPOOL_CLOSE_QUIET (in a fork child, and whenever the peer
+ *          is known gone: peer_closed, peer_reset, timed_out,
+ *          socket_error) means no byte may reach the peer and no call may
+ *          block on it: the pool has pointed the fd number at /dev/null
+ *          already, so a library that insists on a goodbye (SSL_shutdown,
+ *          PQfinish) sends it to nobody. Returns 1 if it closed the fd
+ *          itself, 0 for the pool to close it. A connection whose open
+ *          fails after a successful dial is closed with
+ *          CPOOL_CLOSE_SOCKET_ERROR, quiet.
+ *
+ * fork: a fork() while a dial or a non-quiet close runs may leave the child
+ * a copy of that one socket that was not pointed at /dev/null; the child
+ * never uses it, and it closes at the child's exit or exec (O_CLOEXEC).
+ * In a fork child, cpool_destroy() runs close (quiet) on the idle
+ * connections it inherited; connections that other threads of the parent
+ * held leased, or were in the middle of opening or checking, are closed
+ * without it.
+ */
+struct cpool_conn_ops {
+	size_t size; /* sizeof(struct cpool_conn_ops) */
+	int (*dial)(const char *address, const struct sockaddr *sa,
+		    socklen_t salen, unsigned timeout_ms, void **ctx, void *arg);
+	int (*open)(struct cpool_conn *c, unsigned timeout_ms, void *arg);
+	enum cpool_verdict (*check)(struct cpool_conn *c,
+				    enum cpool_verdict tcp, void *arg);
+	int (*release)(struct cpool_conn *c, void *arg);
+	int (*close)(struct cpool_conn *c, enum cpool_close_reason reason,
+		     unsigned flags, void *arg);
+};
+
 /*
  * Pool configuration. Fill it with cpool_config_init(), then change fields.
  * Values are taken literally; the comment gives unit, default and what 0
@@ -173,6 +264,12 @@ struct cpool_config {
 	cpool_connect_fn *on_connect;	/* NULL = none */
 	cpool_log_fn *log_fn;		/* NULL = silent */
 	void *user_data;		/* passed to the callbacks */
+	/* appended after v0.1 (0.2): stateful connections */
+	const struct cpool_conn_ops *conn_ops; /* NULL = plain sockets; copied */
+	void *conn_ops_arg;		/* passed as @arg to every op */
+	unsigned check_idle_ms;		/* ops->check at checkout when idle
+					 * this long; 0 = only when bytes
+					 * wait; needs ops->check */
 };
 
 /*
@@ -367,6 +464,35 @@ CPOOL_API int cpool_conn_fd(const struct cpool_conn *c);
  * Return: true if reused; false if freshly connected or @c is NULL.
  */
 CPOOL_API bool cpool_conn_reused(const struct cpool_conn *c);
+
+/**
+ * cpool_conn_ctx() - The connection's context (a client library's state).
+ * @c: leased connection, or the connection an op was called for
+ *
+ * Context: the lease holder, or inside an op on @c.
+ * Return: what cpool_conn_set_ctx() or ops->dial stored; NULL until then,
+ *         or if @c is NULL.
+ */
+CPOOL_API void *cpool_conn_ctx(const struct cpool_conn *c);
+
+/**
+ * cpool_conn_set_ctx() - Store the connection's context.
+ * @c:   leased connection, or the connection an op was called for
+ * @ctx: any pointer; the pool never dereferences it (ops->close frees it)
+ *
+ * Context: the lease holder, or inside an op on @c. NULL @c is ignored.
+ */
+CPOOL_API void cpool_conn_set_ctx(struct cpool_conn *c, void *ctx);
+
+/**
+ * cpool_conn_address() - The endpoint's address string.
+ * @c: leased connection, or the connection an op was called for
+ *
+ * Context: the lease holder, or inside an op on @c.
+ * Return: the string given to cpool_endpoint_add(), valid while @c is;
+ *         NULL if @c is NULL.
+ */
+CPOOL_API const char *cpool_conn_address(const struct cpool_conn *c);
 
 /**
  * cpool_send() - Send a whole buffer.

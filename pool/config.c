@@ -88,11 +88,41 @@ config_validate(const struct cpool_config *c)
 			       "at most INT_MAX");
 	if (c->flags & ~CPOOL_KNOWN_FLAGS)
 		return invalid(c, "flags", c->flags, "unknown bits");
+	if (c->check_idle_ms && (!c->conn_ops || !c->conn_ops->check))
+		return invalid(c, "check_idle_ms", c->check_idle_ms,
+			       "needs conn_ops->check");
+	return 0;
+}
+
+/* The extensible-struct copy of the caller's ops, like the config's. */
+static int
+ops_load(const struct cpool_config *cfg, struct cpool_conn_ops *ops)
+{
+	const struct cpool_conn_ops *user = cfg->conn_ops;
+	const unsigned char *tail;
+	size_t i;
+
+	memset(ops, 0, sizeof(*ops));
+	ops->size = sizeof(*ops);
+	if (!user)
+		return 0;
+	if (user->size < CPOOL_CONN_OPS_SIZE_V1)
+		return invalid(cfg, "conn_ops->size", user->size,
+			       "smaller than the first struct cpool_conn_ops");
+	tail = (const unsigned char *)user;
+	for (i = sizeof(*ops); i < user->size; i++)
+		if (tail[i])
+			return invalid(cfg, "conn_ops->size", user->size,
+				       "unknown non-zero fields past this "
+				       "library's struct");
+	memcpy(ops, user, user->size < sizeof(*ops) ? user->size : sizeof(*ops));
+	ops->size = sizeof(*ops);
 	return 0;
 }
 
 int
-cpool__config_load(const struct cpool_config *user, struct cpool_config *cfg)
+cpool__config_load(const struct cpool_config *user, struct cpool_config *cfg,
+		   struct cpool_conn_ops *ops)
 {
 	const unsigned char *tail;
 	size_t i;
@@ -120,8 +150,11 @@ cpool__config_load(const struct cpool_config *user, struct cpool_config *cfg)
 					       "this library's struct");
 	}
 	err = config_validate(cfg);
+	if (!err)
+		err = ops_load(cfg, ops);
 	if (err)
 		return err;
+	cfg->conn_ops = cfg->conn_ops ? ops : NULL;
 	if (cfg->workers == 0) {
 		cpus = sysconf(_SC_NPROCESSORS_ONLN);
 		cfg->workers = cpus < 1 ? 1

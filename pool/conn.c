@@ -137,31 +137,42 @@ cpool__conn_close_fd(struct cpool_conn *c, struct cpool_conn_set *set)
 }
 
 void
-cpool__conn_forget(struct cpool_conn *c, struct cpool_conn_set *set,
-		   bool neutralise)
+cpool__conn_adopt(struct cpool_conn *c, struct cpool_conn_set *set, int fd)
 {
 	pthread_mutex_lock(&set->lock);
-	if (neutralise)
-		cpool__fd_neutralise(c->fd);
+	c->fd = fd;
+	cds_list_add(&c->all, &set->all);
+	pthread_mutex_unlock(&set->lock);
+}
+
+void
+cpool__conn_forget(struct cpool_conn *c, struct cpool_conn_set *set,
+		   int nullfd)
+{
+	pthread_mutex_lock(&set->lock);
+	if (nullfd >= 0)
+		cpool__fd_neutralise(nullfd, c->fd);
 	cds_list_del(&c->all);
 	pthread_mutex_unlock(&set->lock);
 }
 
 int
-cpool__fd_neutralise(int fd)
+cpool__fd_neutralise(int nullfd, int fd)
 {
-	int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+	int rc;
 
-	if (nul == -1) /* no /dev/null (a chroot): a socket nobody connects */
-		nul = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (nul == -1)
-		return -errno;
-	if (dup3(nul, fd, O_CLOEXEC) == -1) {
-		int err = -errno;
+	do {
+		rc = dup3(nullfd, fd, O_CLOEXEC);
+	} while (rc == -1 && (errno == EINTR || errno == EBUSY));
+	return rc == -1 ? -errno : 0;
+}
 
-		close(nul);
-		return err;
-	}
-	close(nul);
-	return 0;
+int
+cpool__null_open(void)
+{
+	int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+	if (fd == -1) /* no /dev/null (a chroot): a socket nobody connects */
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	return fd == -1 ? -errno : fd;
 }

@@ -45,6 +45,11 @@ struct cpool_conn {
 	struct cpool_snode rnode;   /* in the reaper's stack once closed */
 	struct cds_list_head all;   /* in its set from socket() to close() */
 	void *ctx;		 /* cpool_conn_set_ctx() */
+	bool hooked;		 /* ops->close is owed (cpool_conn_ops) */
+	bool nonblock;		 /* the handout mode of its fd */
+	uint8_t stuck_looks;	 /* worker looks that found stuck_bytes */
+	unsigned stuck_bytes;	 /* waiting after an alive ops->check */
+	unsigned stuck_uses;	 /* ... seen at this many leases */
 };
 
 /*
@@ -98,6 +103,13 @@ int cpool__conn_socket(struct cpool_conn *c, struct cpool_conn_set *set,
 		       int family, const struct cpool_config *cfg);
 
 /*
+ * Enters @fd, a socket an ops->dial opened, as @c's in @set (under its
+ * lock). Never fails.
+ */
+void cpool__conn_adopt(struct cpool_conn *c, struct cpool_conn_set *set,
+		       int fd);
+
+/*
  * Registers @c's fd with the worker epoll @epfd as a disarmed one-shot:
  * the worker arms it once it has been idle a tick. Returns 0 or -errno.
  */
@@ -122,19 +134,26 @@ void cpool__conn_unwatch(struct cpool_conn *c, bool forked);
 void cpool__conn_close_fd(struct cpool_conn *c, struct cpool_conn_set *set);
 
 /*
- * Takes @c out of @set without closing its fd (a protocol hook will);
- * @neutralise points the fd at /dev/null first (cpool__fd_neutralise()), so
+ * Takes @c out of @set without closing its fd (a protocol hook may);
+ * with @nullfd >= 0 points the fd at it first (cpool__fd_neutralise()), so
  * the hook's goodbye reaches nobody and the socket itself is released.
  */
 void cpool__conn_forget(struct cpool_conn *c, struct cpool_conn_set *set,
-			bool neutralise);
+			int nullfd);
 
 /*
- * Points @fd at a harmless object (/dev/null, or an unconnected socket if
- * /dev/null cannot be opened) so that nothing done with it can reach the
- * peer, keeping the number taken. Async-signal-safe (the fork child).
- * Returns 0 or -errno.
+ * Points @fd at @nullfd's object (the pool's /dev/null, opened at create:
+ * cpool__null_open()) so that nothing done with it can reach the peer,
+ * keeping the number taken. Needs no new fd (works at EMFILE) and is
+ * async-signal-safe (the fork child). Returns 0 or -errno.
  */
-int cpool__fd_neutralise(int fd);
+int cpool__fd_neutralise(int nullfd, int fd);
+
+/*
+ * Opens the harmless object of cpool__fd_neutralise(): /dev/null, or an
+ * unconnected socket if /dev/null cannot be opened (a chroot). Returns the
+ * fd or -errno.
+ */
+int cpool__null_open(void);
 
 #endif /* CPOOL_CONN_H */

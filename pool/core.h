@@ -56,7 +56,10 @@ struct cpool {
 	uint64_t probe_bypass_ns;
 	uint64_t idle_timeout_ns;
 	uint64_t lifetime_ns;
+	uint64_t check_idle_ns;		/* cfg.check_idle_ms; 0 without check */
 	uint64_t hash_seed;
+	struct cpool_conn_ops ops;	/* cfg.conn_ops, copied; all NULL if none */
+	int nullfd;			/* /dev/null, for quiet closes and fork */
 	struct cpool_shard_env *shards; /* [nshards] */
 	struct cpool_worker *workers;	/* [nshards], worker.c's */
 	struct cds_lfht *table;

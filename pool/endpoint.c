@@ -26,12 +26,15 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "log.h"
@@ -500,31 +503,59 @@ cpool__ep_connect_done(struct cpool_endpoint *ep, int err, bool trial)
 		STORE_REL(&ep->trial, 0);
 }
 
+/*
+ * What is left of @deadline_ns, in ms rounded up, with the I/O timeouts of
+ * a blocking fd set to it: the bound of a hook's I/O. -ETIMEDOUT when
+ * nothing is left.
+ */
 static int
-run_on_connect(struct cpool_endpoint *ep, int fd, uint64_t deadline_ns)
+hook_begin(const struct cpool_conn *c, uint64_t deadline_ns, unsigned *ms)
 {
-	const struct cpool_config *cfg = &ep->pool->cfg;
-	bool bounded = !(cfg->flags & CPOOL_NONBLOCK);
 	uint64_t now = cpool__now_ns();
-	int rc, err;
 
 	if (now >= deadline_ns)
 		return -ETIMEDOUT;
-	if (bounded) {
-		err = cpool__sock_set_io_timeout(
-			fd, (deadline_ns - now + 999999) / 1000000);
-		if (err)
-			return err;
-	}
-	rc = cfg->on_connect(fd, ep->key, cfg->user_data);
+	*ms = (unsigned)((deadline_ns - now + 999999) / 1000000);
+	return c->nonblock ? 0 : cpool__sock_set_io_timeout(c->fd, *ms);
+}
+
+/* A hook's result as an errno, the I/O timeouts cleared again. */
+static int
+hook_end(const struct cpool_conn *c, int rc)
+{
 	if (rc < 0)
 		return rc;
 	if (rc > 0)
 		return -ECONNABORTED;
-	return bounded ? cpool__sock_set_io_timeout(fd, 0) : 0;
+	return c->nonblock ? 0 : cpool__sock_set_io_timeout(c->fd, 0);
 }
 
-/* Connects @c's socket and runs on_connect: the endpoint's part. */
+static int
+run_on_connect(struct cpool_endpoint *ep, struct cpool_conn *c,
+	       uint64_t deadline_ns)
+{
+	const struct cpool_config *cfg = &ep->pool->cfg;
+	unsigned ms;
+	int err = hook_begin(c, deadline_ns, &ms);
+
+	if (err)
+		return err;
+	return hook_end(c, cfg->on_connect(c->fd, ep->key, cfg->user_data));
+}
+
+static int
+run_open(struct cpool_endpoint *ep, struct cpool_conn *c, uint64_t deadline_ns)
+{
+	struct cpool *pool = ep->pool;
+	unsigned ms;
+	int err = hook_begin(c, deadline_ns, &ms);
+
+	if (err)
+		return err;
+	return hook_end(c, pool->ops.open(c, ms, pool->cfg.conn_ops_arg));
+}
+
+/* The pool's own socket and connect, in the handout mode. */
 static int
 conn_connect(struct cpool_endpoint *ep, struct cpool_conn *c,
 	     uint64_t deadline_ns)
@@ -532,13 +563,49 @@ conn_connect(struct cpool_endpoint *ep, struct cpool_conn *c,
 	const struct cpool_config *cfg = &ep->pool->cfg;
 	int err;
 
-	err = cpool__sock_connect(c->fd, (const struct sockaddr *)&ep->sa,
-				  ep->salen, deadline_ns);
-	if (!err && !(cfg->flags & CPOOL_NONBLOCK))
+	err = cpool__conn_socket(c, &ep->conns, ep->family, cfg);
+	if (!err)
+		err = cpool__sock_connect(c->fd,
+					  (const struct sockaddr *)&ep->sa,
+					  ep->salen, deadline_ns);
+	if (c->fd >= 0 && !ep->pool->ops.open) /* close owed once connected */
+		c->hooked = !err;
+	if (!err && !c->nonblock)
 		err = cpool__sock_set_nonblock(c->fd, false);
-	if (!err && cfg->on_connect)
-		err = run_on_connect(ep, c->fd, deadline_ns);
 	return err;
+}
+
+/*
+ * ops->dial's socket, entered in the set; the pool's TCP options on it, and
+ * its mode as dial left it.
+ */
+static int
+conn_dial(struct cpool_endpoint *ep, struct cpool_conn *c, uint64_t deadline_ns)
+{
+	struct cpool *pool = ep->pool;
+	socklen_t len = sizeof(int);
+	int fd, fl, proto = 0;
+	uint64_t now = cpool__now_ns();
+
+	if (now >= deadline_ns)
+		return -ETIMEDOUT;
+	fd = pool->ops.dial(ep->key, (const struct sockaddr *)&ep->sa,
+			    ep->salen,
+			    (unsigned)((deadline_ns - now + 999999) / 1000000),
+			    &c->ctx, pool->cfg.conn_ops_arg);
+	if (fd < 0)
+		return fd;
+	cpool__conn_adopt(c, &ep->conns, fd);
+	c->hooked = true;
+	fl = fcntl(fd, F_GETFL);
+	if (fl == -1)
+		return -errno;
+	c->nonblock = fl & O_NONBLOCK;
+	if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) == -1)
+		return -errno;
+	return proto == IPPROTO_TCP
+		       ? cpool__sock_set_tcp_options(fd, &pool->cfg)
+		       : 0;
 }
 
 int
@@ -561,15 +628,22 @@ cpool__ep_conn_open(struct cpool_endpoint *ep, unsigned sh, bool leased,
 	c->epfd = -1;
 	c->ep = ep;
 	c->expires_ns = UINT64_MAX;
+	c->nonblock = pool->cfg.flags & CPOOL_NONBLOCK;
 	cpool__ep_get(ep);
-	err = cpool__conn_socket(c, &ep->conns, ep->family, &pool->cfg);
-	if (err)
-		goto fail_free;
-	err = conn_connect(ep, c, deadline);
+	err = pool->ops.dial ? conn_dial(ep, c, deadline)
+			     : conn_connect(ep, c, deadline);
+	if (!err && pool->cfg.on_connect)
+		err = run_on_connect(ep, c, deadline);
+	if (!err && pool->ops.open) {
+		err = run_open(ep, c, deadline);
+		c->hooked |= !err;
+	}
 	if (!err)
 		err = cpool__conn_watch(c, pool->shards[sh].epfd);
 	if (err) {
-		cpool__conn_close_fd(c, &ep->conns);
+		if (c->fd >= 0)
+			cpool__ep_conn_release_fd(ep, c, CPOOL_CLOSE_SOCKET_ERROR,
+						  true);
 		goto fail_free;
 	}
 	c->reaper = &pool->shards[sh].reaper;
@@ -600,6 +674,61 @@ fail:
 	return err;
 }
 
+enum cpool_verdict
+cpool__ep_conn_check(struct cpool_conn *c, enum cpool_verdict tcp)
+{
+	struct cpool *pool = c->ep->pool;
+	enum cpool_verdict v = CPOOL_SOCKET_ERROR;
+	int old = cpool__nocancel_begin();
+
+	if (c->nonblock || !cpool__sock_set_nonblock(c->fd, true)) {
+		v = pool->ops.check(c, tcp, pool->cfg.conn_ops_arg);
+		if ((unsigned)v > CPOOL_SOCKET_ERROR)
+			v = CPOOL_SOCKET_ERROR;
+		if (!c->nonblock && cpool__sock_set_nonblock(c->fd, false) &&
+		    v == CPOOL_ALIVE)
+			v = CPOOL_SOCKET_ERROR;
+	}
+	cpool__nocancel_end(old);
+	return v;
+}
+
+void
+cpool__ep_conn_release_fd(struct cpool_endpoint *ep, struct cpool_conn *c,
+			  enum cpool_close_reason reason, bool quiet)
+{
+	struct cpool *pool = ep->pool;
+	int old;
+
+	if (!c->hooked || !pool->ops.close) {
+		cpool__conn_close_fd(c, &ep->conns);
+		return;
+	}
+	c->hooked = false;
+	/*
+	 * Out of the set first: the hook may close the fd, and a fork child
+	 * must never neutralise a number reused since. Quiet: the socket is
+	 * released here, and the hook's I/O goes to /dev/null.
+	 */
+	cpool__conn_forget(c, &ep->conns, quiet ? pool->nullfd : -1);
+	old = cpool__nocancel_begin();
+	if (!pool->ops.close(c, reason, quiet ? CPOOL_CLOSE_QUIET : 0,
+			     pool->cfg.conn_ops_arg))
+		close(c->fd);
+	cpool__nocancel_end(old);
+	c->fd = -1;
+}
+
+/* Closes after which no byte may reach the peer: it is gone. */
+static bool
+quiet_reason(enum cpool_close_reason reason)
+{
+	return reason == CPOOL_CLOSE_PEER_CLOSED ||
+	       reason == CPOOL_CLOSE_PEER_RESET ||
+	       reason == CPOOL_CLOSE_TIMED_OUT ||
+	       reason == CPOOL_CLOSE_SOCKET_ERROR;
+}
+
 void
 cpool__ep_conn_close(struct cpool_conn *c, enum cpool_close_reason reason,
 		     bool leased)
@@ -616,7 +745,8 @@ cpool__ep_conn_close(struct cpool_conn *c, enum cpool_close_reason reason,
 	__atomic_add_fetch(&ep->ctr.closed[reason], 1, __ATOMIC_RELEASE);
 	if (leased)
 		ADD_RLX(&ep->leased_adj, -1);
-	cpool__conn_close_fd(c, &ep->conns);
+	cpool__ep_conn_release_fd(ep, c, reason,
+				  forked || quiet_reason(reason));
 	cpool__conn_move(c, CONN_BUSY, CONN_CLOSED);
 	if (forked) { /* the child's admission is the parent's snapshot */
 		cpool__ep_conn_free(c);
@@ -649,6 +779,7 @@ cpool__ep_fork_child(struct cpool_endpoint *ep)
 			  __ATOMIC_RELEASE);
 	cds_list_for_each(pos, &ep->conns.all)
 		cpool__fd_neutralise(
+			ep->pool->nullfd,
 			cds_list_entry(pos, struct cpool_conn, all)->fd);
 	/* The prepare handler held it: this process's copy is ours to reset. */
 	pthread_mutex_init(&ep->conns.lock, NULL);

@@ -230,6 +230,23 @@ void cpool__ep_conn_close(struct cpool_conn *c, enum cpool_close_reason reason,
 			  bool leased);
 
 /*
+ * Runs ops->check on @c (idle, owned by the caller: BUSY) with its fd set
+ * O_NONBLOCK for the call and cancellation disabled. Returns the verdict,
+ * CPOOL_SOCKET_ERROR for a value out of range or a mode that could not be
+ * set or restored.
+ */
+enum cpool_verdict cpool__ep_conn_check(struct cpool_conn *c,
+					enum cpool_verdict tcp);
+
+/*
+ * Releases @c's fd, which is in @ep's connection set: through ops->close
+ * when that is owed (c->hooked), quiet (the fd pointed at /dev/null first)
+ * when @quiet, else by close(). Used by every close path.
+ */
+void cpool__ep_conn_release_fd(struct cpool_endpoint *ep, struct cpool_conn *c,
+			       enum cpool_close_reason reason, bool quiet);
+
+/*
  * Frees a closed connection's memory and drops its endpoint reference:
  * the reaper's job, once no epoll_wait can name it any more.
  */

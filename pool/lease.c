@@ -28,6 +28,25 @@ cpool_conn_reused(const struct cpool_conn *c)
 	return c && c->reused;
 }
 
+void *
+cpool_conn_ctx(const struct cpool_conn *c)
+{
+	return c ? c->ctx : NULL;
+}
+
+void
+cpool_conn_set_ctx(struct cpool_conn *c, void *ctx)
+{
+	if (c)
+		c->ctx = ctx;
+}
+
+const char *
+cpool_conn_address(const struct cpool_conn *c)
+{
+	return c ? c->ep->key : NULL;
+}
+
 static bool
 conn_check_lease(struct cpool_conn *c, const char *fn)
 {
@@ -42,8 +61,7 @@ conn_check_lease(struct cpool_conn *c, const char *fn)
 static bool
 conn_soft_eagain(const struct cpool_conn *c, int err)
 {
-	return (err == EAGAIN || err == EWOULDBLOCK) &&
-	       (c->ep->pool->cfg.flags & CPOOL_NONBLOCK);
+	return (err == EAGAIN || err == EWOULDBLOCK) && c->nonblock;
 }
 
 ssize_t

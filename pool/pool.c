@@ -38,6 +38,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "config.h"
@@ -129,26 +130,39 @@ pool_free(struct cpool *pool)
 	cpool__free(pool->workers, sizeof(*pool->workers) * pool->nshards);
 	cpool__free(pool->shards, sizeof(*pool->shards) * pool->nshards);
 	pthread_mutex_destroy(&pool->ep_lock);
+	close(pool->nullfd);
 	cpool__free(pool, sizeof(*pool));
 }
 
 int
 cpool_create(const struct cpool_config *cfg, struct cpool **out)
 {
+	struct cpool_conn_ops ops;
 	struct cpool_config c;
 	struct cpool *pool;
 	int err;
 
 	if (!out)
 		return -EINVAL;
-	err = cpool__config_load(cfg, &c);
+	err = cpool__config_load(cfg, &c, &ops);
 	if (err)
 		return err;
 	pthread_once(&fork_once, fork_register);
 	pool = cpool__alloc(sizeof(*pool), CPOOL_CACHELINE, 0);
 	if (!pool)
 		return -ENOMEM;
+	pool->nullfd = cpool__null_open();
+	if (pool->nullfd < 0) {
+		err = pool->nullfd;
+		cpool__free(pool, sizeof(*pool));
+		return err;
+	}
 	pool->cfg = c;
+	pool->ops = ops;
+	if (c.conn_ops)
+		pool->cfg.conn_ops = &pool->ops;
+	if (pool->ops.check)
+		pool->check_idle_ns = (uint64_t)c.check_idle_ms * 1000000u;
 	pool->nshards = c.workers;
 	pool->probe_bypass_ns = (uint64_t)c.probe_bypass_ms * 1000000u;
 	pool->idle_timeout_ns = (uint64_t)c.idle_timeout_ms * 1000000u;
@@ -186,6 +200,7 @@ fail:
 		cds_lfht_destroy(pool->table, NULL);
 	cpool__free(pool->workers, sizeof(*pool->workers) * pool->nshards);
 	cpool__free(pool->shards, sizeof(*pool->shards) * pool->nshards);
+	close(pool->nullfd);
 	cpool__free(pool, sizeof(*pool));
 	return err;
 }
@@ -288,8 +303,18 @@ destroy_inherited(struct cpool *pool)
 				kept++; /* its release closes it */
 				continue;
 			}
-			close(c->fd);
+			/*
+			 * Idle ones are whole: their close op runs (quiet, the
+			 * fd is /dev/null). Others were in a dead thread's
+			 * hands, maybe inside an op: the fd only.
+			 */
 			cds_list_del(&c->all);
+			if (!(c->state == CONN_IDLE && c->hooked &&
+			      pool->ops.close &&
+			      pool->ops.close(c, CPOOL_CLOSE_SHUTDOWN,
+					      CPOOL_CLOSE_QUIET,
+					      pool->cfg.conn_ops_arg)))
+				close(c->fd);
 			cpool__free(c, sizeof(*c));
 		}
 		/* Their members are freed: the lists are never walked again. */
@@ -375,10 +400,19 @@ cpool_endpoint_remove(struct cpool *pool, const char *address)
 	return 0;
 }
 
+/* ops->check at checkout: bytes wait (@tcp), or it was idle long enough. */
+static int __attribute__((noinline))
+checkout_check(struct cpool_conn *c, enum cpool_verdict tcp)
+{
+	return (int)cpool__ep_conn_check(c, tcp);
+}
+
 /*
  * Whether a connection taken from the idle set may be handed out: 0, or the
  * reason to close it. Lifetime and idle age first (no syscall), then the
- * probe, skipped only inside the bypass window.
+ * probe, skipped only inside the bypass window; then, with conn_ops, the
+ * protocol's check when bytes wait or check_idle_ms has passed (the healthy
+ * path makes no other call than the probe).
  *
  * No subtraction here can wrap: released_ns is a value the tick had, and
  * the tick never goes back, so the tick read now is not below it; the
@@ -386,19 +420,27 @@ cpool_endpoint_remove(struct cpool *pool, const char *address)
  * if it were, the difference would be huge, which means "probe").
  */
 static inline int
-checkout_reason(const struct cpool *pool, const struct cpool_conn *c)
+checkout_reason(const struct cpool *pool, struct cpool_conn *c)
 {
 	uint64_t now = LOAD_RLX(&pool->tick_ns);
+	bool ping = pool->check_idle_ns &&
+		    now - c->released_ns >= pool->check_idle_ns;
+	enum cpool_verdict v;
 
 	if (now >= c->expires_ns)
 		return CPOOL_CLOSE_LIFETIME;
 	if (pool->idle_timeout_ns &&
 	    now - c->released_ns >= pool->idle_timeout_ns)
 		return CPOOL_CLOSE_IDLE_TIMEOUT;
-	if (pool->probe_bypass_ns &&
+	if (pool->probe_bypass_ns && !ping &&
 	    cpool__coarse_ns() - c->released_ns < pool->probe_bypass_ns)
 		return 0;
-	return (int)cpool_probe(c->fd);
+	v = cpool_probe(c->fd);
+	if (likely(v == CPOOL_ALIVE) && likely(!ping))
+		return 0;
+	if (pool->ops.check && (v == CPOOL_ALIVE || v == CPOOL_UNEXPECTED_DATA))
+		return checkout_check(c, v);
+	return (int)v;
 }
 
 /* A checked connection becomes the caller's lease. */
@@ -600,6 +642,18 @@ release_close(struct cpool_conn *c, enum cpool_close_reason reason)
 	cpool__nocancel_end(old);
 }
 
+/* ops->release: whether the protocol refuses to pool @c again. */
+static bool __attribute__((noinline))
+release_refused(struct cpool_conn *c)
+{
+	struct cpool *pool = c->ep->pool;
+	int old = cpool__nocancel_begin(), rc;
+
+	rc = pool->ops.release(c, pool->cfg.conn_ops_arg);
+	cpool__nocancel_end(old);
+	return rc != 0;
+}
+
 void
 cpool_release(struct cpool_conn *c, unsigned flags)
 {
@@ -630,6 +684,9 @@ cpool_release(struct cpool_conn *c, unsigned flags)
 		reason = CPOOL_CLOSE_MAX_USES;
 	} else if (c->released_ns >= c->expires_ns) {
 		reason = CPOOL_CLOSE_LIFETIME;
+	} else if (pool->ops.release &&
+		   !cpool__admit_closing(&ep->admit) && release_refused(c)) {
+		reason = CPOOL_CLOSE_BY_CALLER;
 	}
 	if (unlikely(reason)) {
 		release_close(c, (enum cpool_close_reason)reason);

@@ -45,6 +45,7 @@
 #include <stdint.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "alloc.h"
@@ -274,6 +275,31 @@ worker_inbox(struct cpool_worker *w, uint64_t now)
 	}
 }
 
+/*
+ * After an alive ops->check: whether the bytes waiting at the socket are
+ * the same as at this worker's last look (no lease in between), twice in
+ * a row. The check would take them if they were its protocol's: the
+ * connection is closed as unexpected_data instead of being looked at
+ * again for ever.
+ */
+static bool
+conn_stuck(struct cpool_conn *c)
+{
+	int n = 0;
+
+	if (ioctl(c->fd, FIONREAD, &n) == -1 || n <= 0) {
+		c->stuck_looks = 0;
+		return false;
+	}
+	if (c->stuck_looks && c->stuck_uses == c->uses &&
+	    c->stuck_bytes == (unsigned)n)
+		return ++c->stuck_looks >= 2;
+	c->stuck_looks = 1;
+	c->stuck_bytes = (unsigned)n;
+	c->stuck_uses = c->uses;
+	return false;
+}
+
 /* An event on a watched connection: evict it if it is still idle. */
 static void
 worker_event(struct cpool_worker *w, struct cpool_conn *c)
@@ -298,6 +324,11 @@ worker_event(struct cpool_worker *w, struct cpool_conn *c)
 		cpool__idle_hand_over(idle);
 
 	v = cpool_probe(c->fd);
+	if (v == CPOOL_UNEXPECTED_DATA && w->pool->ops.check) {
+		v = cpool__ep_conn_check(c, v);
+		if (v == CPOOL_ALIVE && conn_stuck(c))
+			v = CPOOL_UNEXPECTED_DATA;
+	}
 	if (v != CPOOL_ALIVE) {
 		cpool__ep_conn_close(c, (enum cpool_close_reason)v, false);
 		return;

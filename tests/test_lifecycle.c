@@ -128,14 +128,14 @@ Test(lifecycle, destroy_with_leases_out_keeps_them_working_and_their_release_fre
 	/*
 	 * Only the two leases' fds remain (and the fault server's ends of
 	 * them, in this process too), plus each stopped worker's epoll and
-	 * eventfd: the pool object, which owns them, is freed with the last
-	 * lease (a connect racing shutdown may still register with them).
-	 * Workers and idle connections are gone.
+	 * eventfd and the pool's /dev/null: the pool object, which owns
+	 * them, is freed with the last lease (a connect racing shutdown may
+	 * still register with them). Workers and idle connections are gone.
 	 */
 	n = count_open_fds();
-	cr_assert_eq(n, base + 2 * 2 + 2 * 2,
+	cr_assert_eq(n, base + 2 * 2 + 2 * 2 + 1,
 		     "fds after destroy: %d, want %d + 2 leases x 2 ends + "
-		     "2 workers x (epoll + eventfd)", n, base);
+		     "2 workers x (epoll + eventfd) + /dev/null", n, base);
 	assert_echo(c[0], "request after destroy");
 	assert_echo(c[1], "another after destroy");
 	cpool_release(c[0], 0);
