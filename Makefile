@@ -120,11 +120,13 @@ check-layers:
 	@sh tests/layers.sh
 
 # Only cpool_* may leave the shared object.
-check-exports: $(BUILD)/libcpool.so
-	@bad=$$(nm -D --defined-only $(BUILD)/libcpool.so | awk '$$2 ~ /[TDBRW]/ {print $$3}' \
-		| grep -v '^cpool_' || true); \
-	if [ -n "$$bad" ]; then echo "non-cpool exports: $$bad"; exit 1; fi; \
-	echo "exports: only cpool_* ($$(nm -D --defined-only $(BUILD)/libcpool.so | grep -c ' T cpool_') functions)"
+check-exports: $(BUILD)/libcpool.so $(ADAPTER_SOS)
+	@for so in $(BUILD)/libcpool.so $(ADAPTER_SOS); do \
+		bad=$$(nm -D --defined-only $$so | awk '$$2 ~ /[TDBRW]/ {print $$3}' \
+			| grep -v '^cpool_' || true); \
+		if [ -n "$$bad" ]; then echo "$$so: non-cpool exports: $$bad"; exit 1; fi; \
+		echo "exports of $$(basename $$so): only cpool_* ($$(nm -D --defined-only $$so | grep -c ' T cpool_') functions)"; \
+	done
 
 install: lib install-adapters
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
