@@ -313,8 +313,10 @@ CPOOL_API void cpool_config_init(struct cpool_config *cfg);
  * per worker. The pool starts with no endpoint.
  *
  * Context: any thread; does not block on the network.
- * Return: 0; -EINVAL NULL @out, cfg->size too small, a field out of range or
- *         unknown bits past the struct; -ENOMEM.
+ * Return: 0; -EINVAL NULL @out, cfg->size too small, a field out of range,
+ *         unknown bits past the struct, conn_ops->size too small or unknown
+ *         bits past it, check_idle_ms without conn_ops->check; -ENOMEM;
+ *         -EMFILE/-ENFILE (the pool's epoll, eventfd and /dev/null fds).
  */
 CPOOL_API int cpool_create(const struct cpool_config *cfg, struct cpool **out);
 
