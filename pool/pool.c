@@ -401,10 +401,28 @@ cpool_endpoint_remove(struct cpool *pool, const char *address)
 }
 
 /* ops->check at checkout: bytes wait (@tcp), or it was idle long enough. */
-static int __attribute__((noinline))
+static int __attribute__((noinline, cold))
 checkout_check(struct cpool_conn *c, enum cpool_verdict tcp)
 {
 	return (int)cpool__ep_conn_check(c, tcp);
+}
+
+/* checkout_reason() past the age checks, for a pool with check_idle_ms. */
+static int __attribute__((noinline))
+checkout_ping(const struct cpool *pool, struct cpool_conn *c, uint64_t now)
+{
+	bool ping = now - c->released_ns >= pool->check_idle_ns;
+	enum cpool_verdict v;
+
+	if (!ping && pool->probe_bypass_ns &&
+	    cpool__coarse_ns() - c->released_ns < pool->probe_bypass_ns)
+		return 0;
+	v = cpool_probe(c->fd);
+	if (v == CPOOL_ALIVE && !ping)
+		return 0;
+	if (v == CPOOL_ALIVE || v == CPOOL_UNEXPECTED_DATA)
+		return checkout_check(c, v);
+	return (int)v;
 }
 
 /*
@@ -423,8 +441,6 @@ static inline int
 checkout_reason(const struct cpool *pool, struct cpool_conn *c)
 {
 	uint64_t now = LOAD_RLX(&pool->tick_ns);
-	bool ping = pool->check_idle_ns &&
-		    now - c->released_ns >= pool->check_idle_ns;
 	enum cpool_verdict v;
 
 	if (now >= c->expires_ns)
@@ -432,13 +448,15 @@ checkout_reason(const struct cpool *pool, struct cpool_conn *c)
 	if (pool->idle_timeout_ns &&
 	    now - c->released_ns >= pool->idle_timeout_ns)
 		return CPOOL_CLOSE_IDLE_TIMEOUT;
-	if (pool->probe_bypass_ns && !ping &&
+	if (unlikely(pool->check_idle_ns))
+		return checkout_ping(pool, c, now);
+	if (pool->probe_bypass_ns &&
 	    cpool__coarse_ns() - c->released_ns < pool->probe_bypass_ns)
 		return 0;
 	v = cpool_probe(c->fd);
-	if (likely(v == CPOOL_ALIVE) && likely(!ping))
+	if (likely(v == CPOOL_ALIVE))
 		return 0;
-	if (pool->ops.check && (v == CPOOL_ALIVE || v == CPOOL_UNEXPECTED_DATA))
+	if (pool->ops.check && v == CPOOL_UNEXPECTED_DATA)
 		return checkout_check(c, v);
 	return (int)v;
 }
@@ -643,7 +661,7 @@ release_close(struct cpool_conn *c, enum cpool_close_reason reason)
 }
 
 /* ops->release: whether the protocol refuses to pool @c again. */
-static bool __attribute__((noinline))
+static bool __attribute__((noinline, cold))
 release_refused(struct cpool_conn *c)
 {
 	struct cpool *pool = c->ep->pool;
