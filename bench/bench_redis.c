@@ -9,6 +9,9 @@
  * Peers, same GET on the wire for all:
  *   adapter    cpool + libcpool_redis: acquire, redisCommand on the
  *              connection's persistent context, release
+ *   adapter_bypass  the same with probe_bypass_ms = BENCH_BYPASS_MS (no
+ *              checkout probe on a connection released < 1 s ago; the
+ *              release op's peek stays): what the checkout probe costs
  *   perlease   cpool without ops: redisConnectFd() on the pooled fd per
  *              lease, redisFreeKeepFd() before the release (the README's
  *              recipe before the adapter)
@@ -24,6 +27,7 @@
 #include <cpool.h>
 #include <cpool_redis.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <arpa/inet.h>
 #include <signal.h>
@@ -60,7 +64,7 @@ redis_start(int cpu)
 	char port_s[16];
 	pid_t parent = getpid();
 	struct timespec ts = { 0, 5 * 1000 * 1000 };
-	int err;
+	int err, fd;
 
 	err = bench_free_port(&redis_port);
 	if (err)
@@ -76,6 +80,11 @@ redis_start(int cpu)
 			_exit(1);
 		if (cpu >= 0)
 			bench_pin_self(cpu);
+		fd = open("/dev/null", O_WRONLY);
+		if (fd >= 0) {
+			dup2(fd, STDOUT_FILENO);
+			close(fd);
+		}
 		execlp("redis-server", "redis-server", "--port", port_s,
 		       "--bind", "127.0.0.1", "--save", "", "--appendonly",
 		       "no", "--daemonize", "no", "--loglevel", "warning",
@@ -134,7 +143,7 @@ struct rpool {
 
 static int
 rpool_create(const struct bench_env *env, unsigned conns, bool adapter,
-	     void **out)
+	     unsigned bypass_ms, void **out)
 {
 	struct cpool_redis_config rc;
 	struct cpool_config cfg;
@@ -151,6 +160,7 @@ rpool_create(const struct bench_env *env, unsigned conns, bool adapter,
 	cpool_config_init(&cfg);
 	cfg.max_conns_per_endpoint = conns;
 	cfg.idle_timeout_ms = 0;
+	cfg.probe_bypass_ms = bypass_ms;
 	cfg.flags |= env->cpool_flags;
 	if (adapter) {
 		cpool_redis_config_init(&rc);
@@ -190,13 +200,19 @@ fail:
 static int
 adapter_create(const struct bench_env *env, unsigned conns, void **out)
 {
-	return rpool_create(env, conns, true, out);
+	return rpool_create(env, conns, true, 0, out);
+}
+
+static int
+adapter_bypass_create(const struct bench_env *env, unsigned conns, void **out)
+{
+	return rpool_create(env, conns, true, BENCH_BYPASS_MS, out);
 }
 
 static int
 perlease_create(const struct bench_env *env, unsigned conns, void **out)
 {
-	return rpool_create(env, conns, false, out);
+	return rpool_create(env, conns, false, 0, out);
 }
 
 static void
@@ -334,6 +350,11 @@ static const struct peer_ops peer_adapter = {
 	.name = "adapter", .create = adapter_create, .destroy = rpool_destroy,
 	.thread_fn = loop_adapter, .thread_timed_fn = loop_adapter,
 };
+static const struct peer_ops peer_adapter_bypass = {
+	.name = "adapter_bypass", .create = adapter_bypass_create,
+	.destroy = rpool_destroy, .thread_fn = loop_adapter,
+	.thread_timed_fn = loop_adapter,
+};
 static const struct peer_ops peer_perlease = {
 	.name = "perlease", .create = perlease_create,
 	.destroy = rpool_destroy, .thread_fn = loop_perlease,
@@ -350,6 +371,7 @@ static const struct peer_ops peer_rconnect = {
 
 static const struct peer_ops *const pools[] = {
 	&peer_adapter,
+	&peer_adapter_bypass,
 	&peer_perlease,
 	&peer_rdedicated,
 	&peer_rconnect,
@@ -370,7 +392,7 @@ info_ratio(const char *name, const struct bench_entry *a,
 int
 main(int argc, char **argv)
 {
-	const struct bench_entry *ded, *ad, *pl, *cn;
+	const struct bench_entry *ded, *ad, *ab, *pl, *cn;
 	struct bench_opts o;
 	struct bench_env env;
 	void *inst[NPOOLS];
@@ -417,6 +439,7 @@ main(int argc, char **argv)
 	printf("\n");
 	ded = bench_find(res[0], n, "dedicated");
 	ad = bench_find(res[0], n, "adapter");
+	ab = bench_find(res[0], n, "adapter_bypass");
 	pl = bench_find(res[0], n, "perlease");
 	cn = bench_find(res[0], n, "connect");
 	if (ded && ad)
@@ -427,6 +450,9 @@ main(int argc, char **argv)
 	else
 		bench_goal_na("redis_get_adapter_vs_dedicated", "a peer failed",
 			      "redis GET client CPU/op");
+	info_ratio("redis_get_adapter_bypass_vs_dedicated", ab, ded,
+		   "adapter with probe_bypass_ms (no checkout probe) over "
+		   "dedicated");
 	info_ratio("redis_get_perlease_vs_dedicated", pl, ded,
 		   "redisConnectFd+redisFreeKeepFd per lease over dedicated");
 	info_ratio("redis_get_adapter_vs_perlease", ad, pl,
