@@ -704,3 +704,35 @@ Test(redis, api_rejects_bad_arguments)
 	cpool_redis_free(r);
 	cpool_redis_free(NULL);
 }
+
+/* ---- errors -------------------------------------------------------------- */
+
+Test(redis, release_after_an_io_error_is_refused_even_with_flags_0)
+{
+	struct cpool_conn *c;
+	struct cpool_redis *r;
+	struct cpool *pool;
+	struct realsrv srv;
+	redisContext *ctx;
+	redisReply *rep;
+
+	need_redis();
+	srv = redis_server();
+	r = adapter_new(NULL, NULL, 0);
+	pool = pool_with(r, srv.address, 0);
+	c = lease(pool, srv.address);
+	ctx = cpool_redis_ctx(c);
+	freeReplyObject(expect(ctx, REDIS_REPLY_STATUS, "PING"));
+	/* the server dies under the lease: hiredis fails, ctx->err is set */
+	cr_assert_eq(realsrv_stop(&srv, SIGKILL), 0);
+	rep = redisCommand(ctx, "PING");
+	cr_assert_null(rep);
+	cr_assert_neq(ctx->err, 0);
+	cpool_release(c, 0); /* a careless caller */
+	assert_stat(stats_of(pool, srv.address), closed[CPOOL_CLOSE_BY_CALLER],
+		    1);
+	cr_assert_eq(rstats(r).refused, 1);
+	cr_assert_eq(rstats(r).frees, 1);
+	cpool_destroy(pool);
+	cpool_redis_free(r);
+}
