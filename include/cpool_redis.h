@@ -24,7 +24,31 @@
  *	// no reply (an I/O error): cpool_release(c, CPOOL_RELEASE_CLOSE)
  *
  * Works with blocking pools (the default); a CPOOL_NONBLOCK pool gets a
- * context in hiredis's nonblocking mode.
+ * context in hiredis's nonblocking mode (REDIS_BLOCK cleared: drive it with
+ * redisBufferWrite()/redisBufferRead()/redisGetReply() and poll()).
+ *
+ * open: AUTH and SELECT are bounded by the open's timeout (what is left of
+ * connect_timeout_ms) in either mode. An acquire that opens a connection
+ * fails with -EACCES when AUTH is refused (wrong password or user),
+ * -EINVAL when SELECT is refused (db out of range), -EPROTO for a reply of
+ * an unexpected type or a protocol error, -ETIMEDOUT when the server does
+ * not answer in time, -ECONNRESET when it closes, -ENOMEM, or the socket
+ * error; like every open failure it counts as a connect failure (the
+ * endpoint's backoff included), and the context is freed
+ * (redisFreeKeepFd()) before the pool closes the fd.
+ *
+ * release: a connection whose socket is dead is not refused by the op but
+ * left to the pool's probe and worker, which close it with its real
+ * reason. A reply still on the wire when release looks (not yet at the
+ * socket) is caught by the pool: its worker or the checkout probe sees
+ * bytes on an idle connection (unexpected_data). The op cannot see server
+ * side session state: release with CPOOL_RELEASE_CLOSE after MULTI without
+ * EXEC/DISCARD, WATCH without UNWATCH, SUBSCRIBE, CLIENT REPLY OFF, or a
+ * SELECT of another db. redisSetTimeout() on the context sets
+ * SO_RCVTIMEO/SO_SNDTIMEO on the fd; they stay for the connection's life.
+ *
+ * No check op: bytes on an idle redis connection are unexpected, so the
+ * pool's TCP verdict (unexpected_data) stands.
  */
 #ifndef CPOOL_REDIS_H
 #define CPOOL_REDIS_H
