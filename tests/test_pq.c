@@ -14,6 +14,7 @@
  */
 #include <criterion/criterion.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -147,6 +148,19 @@ closed_only(const struct cpool_stats *st, int reason, unsigned long long n)
 	assert_closed_only(st, want);
 }
 
+/*
+ * Waits until the adapter's @field reaches @want: the pool counts a close
+ * before it runs ops->close, so a stats read that shows the close may come
+ * before the PQfinish.
+ */
+#define pq_wait(pq, field, want)                                           \
+	do {                                                               \
+		int64_t dl_ = now_ms() + PG_WAIT_MS;                       \
+		while (pq_stats(pq).field < (want) && now_ms() < dl_)      \
+			pause_1ms();                                       \
+		assert_stat(pq_stats(pq), field, want);                    \
+	} while (0)
+
 static struct cpool_conn *
 pq_lease(struct cpool *pool, const char *address)
 {
@@ -277,8 +291,8 @@ Test(pq, terminated_backends_evicted_in_background, .init = srv_up,
 			  PG_WAIT_MS);
 	assert_stat(st, acquires, acquires);
 	closed_only(&st, CPOOL_CLOSE_PEER_CLOSED, N);
+	pq_wait(pq, finishes, N);
 	ps = pq_stats(pq);
-	assert_stat(ps, finishes, N);
 	assert_stat(ps, quiet_finishes, N);
 	/* And the next lease is a fresh, working session. */
 	c[0] = pq_lease(pool, srv.address);
@@ -518,9 +532,10 @@ Test(pq, notify_without_callback_is_unexpected_data, .init = srv_up,
 				  st.open == 0,
 			  PG_WAIT_MS);
 	closed_only(&st, CPOOL_CLOSE_UNEXPECTED_DATA, 1);
+	pq_wait(pq, finishes, 1);
 	ps = pq_stats(pq);
 	assert_stat(ps, notifies, 0);
-	assert_stat(ps, finishes, 1);
+	assert_stat(ps, quiet_finishes, 0);
 	pool_end(pool, pq, fds0);
 }
 
@@ -691,4 +706,140 @@ Test(pq, config_validation)
 	cr_assert_not_null(pq);
 	cr_assert_eq(cpool_pq_conn(NULL), NULL);
 	cpool_pq_free(pq);
+}
+
+/* ---- a FATAL that arrives without a FIN -------------------------------- */
+
+/*
+ * A fake server speaking just enough of the protocol (trust: AuthenticationOk,
+ * ReadyForQuery) for libpq to reach CONNECTION_OK, then, when told, an
+ * ErrorResponse with severity FATAL, keeping its socket open: only the
+ * adapter's notice receiver can tell that the session is over. Afterwards it
+ * records what reached it (a quiet close must send no Terminate).
+ */
+struct fake {
+	int lfd, go, port;
+	int after_bytes;	/* bytes received after the FATAL */
+	bool eof;		/* the client closed */
+	bool ready;		/* handshake done */
+};
+
+static bool
+read_full(int fd, void *buf, size_t len)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = recv(fd, (char *)buf + got, len - got, 0);
+
+		if (n <= 0)
+			return false;
+		got += (size_t)n;
+	}
+	return true;
+}
+
+static void *
+fake_server(void *arg)
+{
+	static const char err[] = "SFATAL\0VFATAL\0C57P01\0"
+				  "Mterminating connection due to "
+				  "administrator command\0";
+	struct fake *f = arg;
+	unsigned char hdr[8], body[512], msg[600];
+	uint32_t len, code, n;
+	int fd = accept(f->lfd, NULL, NULL);
+
+	if (fd == -1)
+		return NULL;
+	for (;;) { /* SSLRequest / GSSENCRequest: 'N'; then the startup */
+		if (!read_full(fd, hdr, 8))
+			goto out;
+		len = ntohl(*(uint32_t *)hdr);
+		code = ntohl(*(uint32_t *)(hdr + 4));
+		if (len < 8 || len - 8 > sizeof(body) ||
+		    !read_full(fd, body, len - 8))
+			goto out;
+		if (code == 80877103 || code == 80877104) {
+			send(fd, "N", 1, MSG_NOSIGNAL);
+			continue;
+		}
+		break;
+	}
+	/* AuthenticationOk, ReadyForQuery(idle) */
+	send(fd, "R\0\0\0\x08\0\0\0\0Z\0\0\0\x05I", 15, MSG_NOSIGNAL);
+	__atomic_store_n(&f->ready, true, __ATOMIC_RELEASE);
+	if (sig_wait(f->go, PG_WAIT_MS))
+		goto out;
+	n = (uint32_t)sizeof(err) + 1; /* fields, the final NUL, no 'E' */
+	msg[0] = 'E';
+	*(uint32_t *)(msg + 1) = htonl(n + 4);
+	memcpy(msg + 5, err, sizeof(err));
+	msg[5 + sizeof(err)] = '\0';
+	send(fd, msg, 5 + sizeof(err) + 1, MSG_NOSIGNAL);
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t r;
+
+		if (poll(&p, 1, PG_WAIT_MS) != 1)
+			break;
+		r = recv(fd, body, sizeof(body), 0);
+		if (r <= 0) {
+			f->eof = r == 0;
+			break;
+		}
+		f->after_bytes += (int)r;
+	}
+out:
+	close(fd);
+	return NULL;
+}
+
+Test(pq, fatal_without_fin_is_dead_and_closed_quietly)
+{
+	static const char *const kw_fake[] = { "user", "dbname", "sslmode",
+					       "gssencmode", NULL };
+	static const char *const val_fake[] = { "u", "d", "disable",
+						"disable", NULL };
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	socklen_t slen = sizeof(sin);
+	struct fake f = { .after_bytes = 0 };
+	struct cpool_pq *pq;
+	struct cpool *pool;
+	struct cpool_conn *c;
+	struct cpool_stats st;
+	char address[32];
+	pthread_t th;
+	int fds0;
+
+	f.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	cr_assert_eq(bind(f.lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	cr_assert_eq(listen(f.lfd, 4), 0);
+	getsockname(f.lfd, (struct sockaddr *)&sin, &slen);
+	snprintf(address, sizeof(address), "127.0.0.1:%d",
+		 ntohs(sin.sin_port));
+	f.go = sig_new();
+	cr_assert_eq(pthread_create(&th, NULL, fake_server, &f), 0);
+	fds0 = count_open_fds();
+	pq = pq_new(kw_fake, val_fake, NULL, NULL);
+	pool = pq_pool(pq, 1, address);
+	c = pq_lease(pool, address);
+	cr_assert_eq(PQstatus(cpool_pq_conn(c)), CONNECTION_OK);
+	cpool_release(c, 0);
+	assert_stats_wait(pool, NULL, st, st.idle == 1, WORKER_WAIT_MS);
+	sig_post(f.go);
+	/* No acquire: the worker's watch fires on the ErrorResponse. */
+	assert_stats_wait(pool, NULL, st,
+			  st.closed[CPOOL_CLOSE_PEER_CLOSED] == 1 && st.open == 0,
+			  PG_WAIT_MS);
+	closed_only(&st, CPOOL_CLOSE_PEER_CLOSED, 1);
+	pq_wait(pq, quiet_finishes, 1);
+	pthread_join(th, NULL);
+	cr_assert(f.eof, "the fake server saw no close");
+	cr_assert_eq(f.after_bytes, 0, "%d bytes (a Terminate?) after the FATAL",
+		     f.after_bytes);
+	pool_end(pool, pq, fds0);
+	close(f.go);
+	close(f.lfd);
 }

@@ -353,7 +353,15 @@ pq_check(struct cpool_conn *c, enum cpool_verdict tcp, void *arg)
 	if (!pc || !pc->conn)
 		return CPOOL_SOCKET_ERROR;
 	PQsetNoticeReceiver(pc->conn, pq_notice, pc);
-	if (!PQconsumeInput(pc->conn) || PQstatus(pc->conn) != CONNECTION_OK ||
+	/*
+	 * PQconsumeInput() only reads; PQisBusy() parses what it read, and
+	 * that hands an ErrorResponse of an idle session to the notice
+	 * receiver (and queues NOTIFYs).
+	 */
+	if (!PQconsumeInput(pc->conn))
+		return CPOOL_PEER_CLOSED;
+	PQisBusy(pc->conn);
+	if (PQstatus(pc->conn) != CONNECTION_OK ||
 	    __atomic_load_n(&pc->fatal, __ATOMIC_RELAXED))
 		return CPOOL_PEER_CLOSED;
 	while ((n = PQnotifies(pc->conn))) {
