@@ -755,8 +755,10 @@ fake_server(void *arg)
 	for (;;) { /* SSLRequest / GSSENCRequest: 'N'; then the startup */
 		if (!read_full(fd, hdr, 8))
 			goto out;
-		len = ntohl(*(uint32_t *)hdr);
-		code = ntohl(*(uint32_t *)(hdr + 4));
+		memcpy(&len, hdr, 4);
+		memcpy(&code, hdr + 4, 4);
+		len = ntohl(len);
+		code = ntohl(code);
 		if (len < 8 || len - 8 > sizeof(body) ||
 		    !read_full(fd, body, len - 8))
 			goto out;
@@ -771,12 +773,12 @@ fake_server(void *arg)
 	__atomic_store_n(&f->ready, true, __ATOMIC_RELEASE);
 	if (sig_wait(f->go, PG_WAIT_MS))
 		goto out;
-	n = (uint32_t)sizeof(err) + 1; /* fields, the final NUL, no 'E' */
+	/* The literal's own NUL is the terminating empty field. */
 	msg[0] = 'E';
-	*(uint32_t *)(msg + 1) = htonl(n + 4);
+	n = htonl((uint32_t)sizeof(err) + 4);
+	memcpy(msg + 1, &n, 4);
 	memcpy(msg + 5, err, sizeof(err));
-	msg[5 + sizeof(err)] = '\0';
-	send(fd, msg, 5 + sizeof(err) + 1, MSG_NOSIGNAL);
+	send(fd, msg, 5 + sizeof(err), MSG_NOSIGNAL);
 	for (;;) {
 		struct pollfd p = { .fd = fd, .events = POLLIN };
 		ssize_t r;
