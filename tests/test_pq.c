@@ -25,6 +25,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/lsan_interface.h>
+#endif
+
 #include "cpool_pq.h"
 #include "util/check.h"
 #include "util/pgsrv.h"
@@ -172,8 +176,9 @@ pq_lease(struct cpool *pool, const char *address)
 
 /*
  * Destroys the pool; asserts that the adapter finished every connection
- * it made, exactly once, and that the fds are back at @fds0 (-1: another
- * pool still runs, the last pool_end() checks).
+ * it made, exactly once, that the fds are back at @fds0 (-1: another
+ * pool still runs, the last pool_end() checks) and, under ASan, that
+ * nothing leaked.
  */
 static void
 pool_end(struct cpool *pool, struct cpool_pq *pq, int fds0)
@@ -190,6 +195,12 @@ pool_end(struct cpool *pool, struct cpool_pq *pq, int fds0)
 	if (fds0 >= 0)
 		cr_assert_eq(count_open_fds(), fds0, "fds: %d, baseline %d",
 			     count_open_fds(), fds0);
+#ifdef __SANITIZE_ADDRESS__
+	/* Criterion's workers exit without LeakSanitizer's own check. */
+	if (fds0 >= 0)
+		cr_assert_eq(__lsan_do_recoverable_leak_check(), 0,
+			     "LeakSanitizer found leaks (report on stderr)");
+#endif
 }
 
 /* ---- SELECT 1 from 8 threads ---------------------------------------- */
