@@ -5,6 +5,8 @@
  * libc and libpq):
  *
  *   pooled     cpool_acquire + PQexec + cpool_release through libcpool_pq
+ *   bypass     the same with probe_bypass_ms = 1000 (no checkout probe):
+ *              what pooling costs without its recv(MSG_PEEK), as info
  *   dedicated  PQexec on one PGconn the thread keeps (the limit)
  *   connect    PQconnectdbParams + PQexec + PQfinish per request
  *
@@ -25,11 +27,12 @@
 
 #include "../tests/util/pgsrv.c"
 
-enum { V_POOLED, V_DEDICATED, V_CONNECT, NV };
-static const char *const vname[NV] = { "pooled", "dedicated", "connect" };
+enum { V_POOLED, V_BYPASS, V_DEDICATED, V_CONNECT, NV };
+static const char *const vname[NV] = { "pooled", "bypass", "dedicated",
+				       "connect" };
 
 static struct pgsrv srv;
-static struct cpool *pool;
+static struct cpool *pool, *pool_bypass;
 static PGconn *ded;
 static const char *const kw[] = { "user", "dbname", "host", "hostaddr",
 				  "port", NULL };
@@ -66,7 +69,9 @@ one_request(int v)
 
 	switch (v) {
 	case V_POOLED:
-		err = cpool_acquire(pool, srv.address, &c);
+	case V_BYPASS:
+		err = cpool_acquire(v == V_POOLED ? pool : pool_bypass,
+				    srv.address, &c);
 		if (err)
 			return err;
 		err = select1(cpool_pq_conn(c));
@@ -141,6 +146,10 @@ main(int argc, char **argv)
 	if (cpool_create(&cfg, &pool) ||
 	    cpool_endpoint_add(pool, srv.address))
 		bench_die("cannot create the pool");
+	cfg.probe_bypass_ms = 1000; /* the floor: no recv(MSG_PEEK) probe */
+	if (cpool_create(&cfg, &pool_bypass) ||
+	    cpool_endpoint_add(pool_bypass, srv.address))
+		bench_die("cannot create the bypass pool");
 	ded = PQconnectdbParams(kw, vals, 0);
 	if (PQstatus(ded) != CONNECTION_OK)
 		bench_die("dedicated connect: %s", PQerrorMessage(ded));
@@ -174,10 +183,14 @@ main(int argc, char **argv)
 	printf("INFO name=pq_select1_connect_vs_dedicated value=%.2f "
 	       "what=\"connect per request over dedicated, client CPU\"\n",
 	       med[V_CONNECT] / med[V_DEDICATED]);
+	printf("INFO name=pq_select1_bypass_vs_dedicated value=%.3f "
+	       "what=\"pooled with probe_bypass_ms (no checkout probe) over "
+	       "dedicated, client CPU\"\n",
+	       med[V_BYPASS] / med[V_DEDICATED]);
 	printf("INFO name=pq_select1_connect_vs_pooled value=%.2f "
 	       "what=\"connect per request over pooled, client CPU\"\n",
 	       med[V_CONNECT] / med[V_POOLED]);
-	if (errors[V_POOLED] || errors[V_DEDICATED])
+	if (errors[V_POOLED] || errors[V_BYPASS] || errors[V_DEDICATED])
 		bench_goal_na("pq_select1_pooled_vs_dedicated",
 			      "requests failed",
 			      "SELECT 1 client CPU/op, pooled over dedicated");
@@ -187,6 +200,7 @@ main(int argc, char **argv)
 			   "SELECT 1 client CPU/op, pooled over dedicated");
 	PQfinish(ded);
 	cpool_destroy(pool);
+	cpool_destroy(pool_bypass);
 	cpool_pq_free(pq);
 	pgsrv_destroy(&srv);
 	return 0;
