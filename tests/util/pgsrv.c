@@ -557,7 +557,7 @@ pgsrv_start(struct pgsrv *s, const struct pgsrv_opts *opts)
 		return -EPERM;
 	if (!find_bindir(bindir, sizeof(bindir), &major))
 		return -ENOENT;
-	snprintf(tmpl, sizeof(tmpl), "/tmp/cpool-pgsrv-template-%d", major);
+	snprintf(tmpl, sizeof(tmpl), "/tmp/cpool-pgsrv-template-%d-v1", major);
 	err = make_template(bindir, tmpl);
 	if (err)
 		return err;

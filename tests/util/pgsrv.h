@@ -4,11 +4,12 @@
  *
  * PostgreSQL refuses to run as root, so everything the server touches runs
  * as the "postgres" user (fork + setgid/setuid before exec): the process
- * that starts it must be root (or postgres itself). The cluster is made
- * once per machine by initdb into a template directory
- * (/tmp/cpool-pgsrv-template-<PG major>, with the test role and database
- * created in it), and each server copies it (cp -a) into a fresh temporary
- * directory: a start costs a copy and a postmaster start, not an initdb.
+ * that starts it must be root. The cluster is made once per machine by
+ * initdb into a template directory (/tmp/cpool-pgsrv-template-<PG
+ * major>-v<N>, with the test roles and database in it; bump N whenever
+ * what the template holds changes), and each server copies it (cp -a)
+ * into a fresh temporary directory: a start costs a copy and a postmaster
+ * start, not an initdb.
  *
  * The server: postgres -D DIR -p PORT -k DIR -c listen_addresses=127.0.0.1
  * -c fsync=off, trust authentication for every local and 127.0.0.1
