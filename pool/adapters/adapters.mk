@@ -53,12 +53,12 @@ $(BUILD)/libcpool_%.so: $(BUILD)/pool/adapters/%.o $(BUILD)/libcpool.so
 	ln -sf libcpool_$*.so.$(VERSION) $(BUILD)/libcpool_$*.so.$(VERSION_MAJOR)
 	ln -sf libcpool_$*.so.$(VERSION_MAJOR) $@
 
+# Requires (not .private): each header includes its library's.
 $(BUILD)/cpool_%.pc: pool/adapters/adapters.mk include/cpool.h
 	@mkdir -p $(BUILD)
 	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCLUDEDIR)' '' \
 		'Name: cpool_$*' 'Description: cpool adapter: $*' \
-		'Version: $(VERSION)' 'Requires: cpool' \
-		'Requires.private: $(ADAPTER_$*_REQ)' \
+		'Version: $(VERSION)' 'Requires: cpool $(ADAPTER_$*_REQ)' \
 		'Libs: -L$${libdir} -lcpool_$*' \
 		'Cflags: -I$${includedir}' > $@
 
