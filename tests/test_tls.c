@@ -22,6 +22,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/lsan_interface.h>
+#endif
+
 #include "cpool_tls.h"
 #include "util/check.h"
 #include "util/realsrv.h"
@@ -94,6 +98,11 @@ env_stop(struct env *e)
 	SSL_CTX_free(e->ctx);
 	realsrv_stop(&e->srv, SIGTERM);
 	realsrv_cleanup(&e->srv);
+#ifdef __SANITIZE_ADDRESS__
+	/* Criterion's workers exit without LeakSanitizer's own check. */
+	cr_assert_eq(__lsan_do_recoverable_leak_check(), 0,
+		     "LeakSanitizer found leaks (report on stderr)");
+#endif
 }
 
 static void
