@@ -172,7 +172,7 @@ cpool_tls_free(struct cpool_tls *t)
 	free(t);
 }
 
-/* The endpoint's session (a reference), or NULL. */
+/* A copy of the endpoint's session, or NULL. */
 static SSL_SESSION *
 session_get(struct cpool_tls *t, const char *address)
 {
@@ -182,8 +182,9 @@ session_get(struct cpool_tls *t, const char *address)
 	pthread_mutex_lock(&t->lock);
 	for (s = t->sessions; s; s = s->next)
 		if (!strcmp(s->address, address)) {
-			sess = s->sess;
-			SSL_SESSION_up_ref(sess);
+			/* A copy: handshakes on two threads at once must not
+			 * share one SSL_SESSION (OpenSSL updates it). */
+			sess = SSL_SESSION_dup(s->sess);
 			break;
 		}
 	pthread_mutex_unlock(&t->lock);
