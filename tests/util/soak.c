@@ -78,6 +78,7 @@ enum cls {
 	C_ACQ_REFUSED,	/* server down, or fail-fast during backoff */
 	C_ACQ_TIMEDOUT,	/* no slot within acquire_timeout_ms */
 	C_ACQ_RESET,	/* connect reset (dying server, injected RST) */
+	C_ACQ_PROTO,	/* postgres: starting up / shutting down (EPROTO) */
 	C_ACQ_OTHER,	/* unclassified: fails the soak */
 	C_RESET,	/* ECONNRESET */
 	C_PIPE,		/* EPIPE */
@@ -96,6 +97,7 @@ static const char *const cls_name[C_COUNT] = {
 	"acquire ECONNREFUSED (down / fail-fast)",
 	"acquire ETIMEDOUT (no slot in time)",
 	"acquire ECONNRESET/ABORTED (+fail-fast)",
+	"acquire EPROTO (starting/stopping)",
 	"acquire, unclassified",
 	"request ECONNRESET",
 	"request EPIPE",
@@ -158,6 +160,23 @@ struct target {
 	unsigned max_open;	/* sampler thread only */
 	/* atomic: cpool_release() calls on it begun, and returned */
 	uint64_t rel_begun, rel_done;
+	bool on;		/* part of this run (its server could start) */
+	bool restartable;	/* a real server the chaos thread restarts */
+	struct cpool *pool;	/* its pool (conn ops are pool-wide) */
+	const char *sig_name[2]; /* restart signals: [0] gentle, [1] SIGKILL */
+	/* chaos thread only */
+	unsigned restarts[2];	/* [0 gentle, 1 SIGKILL] */
+	struct rlog *rlog;	/* [gen]; restartable targets */
+	struct realsrv rs;	/* memcached, redis */
+};
+
+/* The pools: memcached, redis and the fault server share the first. */
+#define POOL_MAX 4
+
+struct pooldesc {
+	struct cpool *pool;
+	const char *name;	/* "pool" for the shared one */
+	unsigned ntargets;
 };
 
 struct snap {
@@ -201,9 +220,10 @@ struct worker {
 };
 
 struct soak {
-	struct cpool *pool;
+	struct pooldesc pools[POOL_MAX];
+	unsigned npools;
 	struct target t[T_COUNT];
-	struct realsrv srv[2];
+	char skip[T_COUNT][160]; /* why a target is off, for the report */
 	struct fault_server *fs;
 	struct worker *w;
 	unsigned nthreads;
@@ -219,8 +239,8 @@ struct soak {
 
 	/* chaos thread only */
 	uint64_t rng;
-	unsigned restarts[2][2]; /* [server][0 SIGTERM, 1 SIGKILL] */
-	struct rlog *rlog[2];	/* [server][gen] */
+	enum tgt bag[T_COUNT];	/* restart order: each target once a round */
+	unsigned nbag;
 	unsigned faults[F_COUNT];
 	unsigned hits[F_COUNT];
 	int64_t stall_until;
@@ -712,10 +732,11 @@ pick_target(struct worker *w)
 
 	for (unsigned j = 0; j < T_COUNT; j++) {
 		ti = (enum tgt)((first + j) % T_COUNT);
-		if (LOAD(&w->s->t[ti].quiet_until) <= now)
+		if (w->s->t[ti].on && LOAD(&w->s->t[ti].quiet_until) <= now)
 			break;
 	}
-	return ti;
+	/* all quiet or off: the fault server is never off */
+	return w->s->t[ti].on ? ti : T_FS;
 }
 
 /*
@@ -763,7 +784,7 @@ judge_timeout(struct worker *w, enum tgt ti, int64_t start, int64_t end,
 
 	memset(&st, 0, sizeof(st));
 	st.size = sizeof(st);
-	err = cpool_stats_get(s->pool, t->addr, &st); /* idle: read first */
+	err = cpool_stats_get(t->pool, t->addr, &st); /* idle: read first */
 	rels = (int64_t)(LOAD(&t->rel_done) - rel0);
 	if (rels < 0)
 		rels = 0; /* releases begun before the wait still running */
@@ -797,7 +818,7 @@ one_iteration(struct worker *w)
 
 	STORE(&w->busy_since, start);
 	w->seq++;
-	err = cpool_acquire(s->pool, t->addr, &r.c);
+	err = cpool_acquire(t->pool, t->addr, &r.c);
 	t1 = now_ms();
 	if (t1 - start > w->max_acq_ms)
 		w->max_acq_ms = t1 - start;
@@ -811,11 +832,12 @@ one_iteration(struct worker *w)
 			judge_timeout(w, ti, start, t1, rel0);
 		sn1 = snap_of(t);
 		/* refused although the server answered all along */
-		if ((k == C_ACQ_REFUSED || k == C_ACQ_RESET) &&
+		if ((k == C_ACQ_REFUSED || k == C_ACQ_RESET ||
+		     k == C_ACQ_PROTO) &&
 		    sn0.k == sn0.g && sn1.k == sn0.k) {
 			max_store(&t->max_refused_up_ms, start - sn0.up);
-			if (ti != T_FS && sn0.g < RLOG_MAX) {
-				struct rlog *rl = &s->rlog[ti][sn0.g];
+			if (t->restartable && sn0.g < RLOG_MAX) {
+				struct rlog *rl = &t->rlog[sn0.g];
 
 				ADD(&rl->late_fails, 1);
 				STORE(&rl->late_err, err);
@@ -864,15 +886,15 @@ one_iteration(struct worker *w)
 		uint64_t seen = LOAD(&t->recovered_gen);
 
 		/* a dead instance cannot answer: mislabelled, or a bug */
-		if (ti != T_FS && reused && label && label - 1 < sn0.g)
+		if (t->restartable && reused && label && label - 1 < sn0.g)
 			w->reused_old_ok++;
 		/* the first success after a restart: how long it took */
-		if (ti != T_FS && sn0.k == sn0.g && sn0.g > seen &&
+		if (t->restartable && sn0.k == sn0.g && sn0.g > seen &&
 		    __atomic_compare_exchange_n(&t->recovered_gen, &seen,
 						sn0.g, false, __ATOMIC_SEQ_CST,
 						__ATOMIC_SEQ_CST)) {
 			if (sn0.g < RLOG_MAX)
-				STORE(&s->rlog[ti][sn0.g].first_ok_ms, t2);
+				STORE(&t->rlog[sn0.g].first_ok_ms, t2);
 		}
 	} else if (k == C_WRONG) {
 		fail(s, "WRONG ANSWER from %s: %s", tgt_name[ti], r.detail);
@@ -944,7 +966,9 @@ sampler_main(void *arg)
 		last = now;
 
 		for (int i = 0; i < T_COUNT; i++) {
-			err = stats_read(s->pool, s->t[i].addr, &st);
+			if (!s->t[i].on)
+				continue;
+			err = stats_read(s->t[i].pool, s->t[i].addr, &st);
 			if (err) {
 				fail(s, "cpool_stats_get(%s): %d", tgt_name[i],
 				     err);
@@ -956,15 +980,20 @@ sampler_main(void *arg)
 				fail(s, "CAP: %s open %u > max %u", tgt_name[i],
 				     st.open, CAP);
 		}
-		if (stats_read(s->pool, NULL, &st) == 0 &&
-		    st.open > T_COUNT * CAP)
-			fail(s, "CAP: pool open %u > %u", st.open,
-			     T_COUNT * CAP);
-		if (prom && s->samples % 10 == 0) {
-			err = cpool_stats_format(s->pool, prom, plen);
-			if (err <= 0)
-				fail(s, "cpool_stats_format: %d", err);
-			s->formats++;
+		for (unsigned p = 0; p < s->npools; p++) {
+			struct pooldesc *pd = &s->pools[p];
+
+			if (stats_read(pd->pool, NULL, &st) == 0 &&
+			    st.open > pd->ntargets * CAP)
+				fail(s, "CAP: %s open %u > %u", pd->name,
+				     st.open, pd->ntargets * CAP);
+			if (prom && s->samples % 10 == 0) {
+				err = cpool_stats_format(pd->pool, prom, plen);
+				if (err <= 0)
+					fail(s, "cpool_stats_format(%s): %d",
+					     pd->name, err);
+				s->formats++;
+			}
 		}
 		for (unsigned i = 0; i < s->nthreads; i++) {
 			int64_t b = LOAD(&s->w[i].busy_since);
@@ -1019,7 +1048,7 @@ stall_end(struct soak *s)
  * starts from just before the action until 150-400 ms after it, i.e.
  * after it settled. The idle connections it killed must then be evicted
  * by the workers or rejected by the checkout probe; any handed out is a
- * stale failure (or a dirty handout). memcached and redis are never quiet
+ * stale failure (or a dirty handout). No two servers are ever quiet
  * together, so traffic never stops.
  */
 static bool
@@ -1027,9 +1056,10 @@ quiet_begin(struct soak *s, enum tgt ti)
 {
 	int64_t now = now_ms();
 
-	if (ti != T_FS &&
-	    LOAD(&s->t[ti == T_MC ? T_REDIS : T_MC].quiet_until) > now)
-		return false;
+	for (int j = 0; s->t[ti].restartable && j < T_COUNT; j++)
+		if (j != (int)ti && s->t[j].restartable &&
+		    LOAD(&s->t[j].quiet_until) > now)
+			return false;
 	STORE(&s->t[ti].quiet_until, INT64_MAX);
 	s->t[ti].quiets++;
 	return true;
@@ -1098,36 +1128,52 @@ pick_fault(struct soak *s)
 	return (enum fault)f;
 }
 
-/* Restarts memcached or redis on its port; false if it did not come back. */
+/* Stops a restartable target's server with @sig ([1] SIGKILL, [0] gentle). */
+static int
+srv_stop(struct soak *s, enum tgt ti, bool kill9)
+{
+	struct target *t = &s->t[ti];
+
+	return realsrv_stop(&t->rs, kill9 ? SIGKILL : SIGTERM);
+}
+
+static int
+srv_start_again(struct soak *s, enum tgt ti)
+{
+	return realsrv_start_again(&s->t[ti].rs);
+}
+
+/* Restarts a server on its port; false if it did not come back. */
 static bool
 restart(struct soak *s, enum tgt ti)
 {
 	struct target *t = &s->t[ti];
-	int sig = rnd_next(&s->rng) & 1 ? SIGKILL : SIGTERM;
+	bool kill9 = rnd_next(&s->rng) & 1;
+	int sig = kill9 ? SIGKILL : SIGTERM;
 	uint64_t g = LOAD(&t->gen) + 1;
-	struct rlog *rl = g < RLOG_MAX ? &s->rlog[ti][g] : NULL;
+	struct rlog *rl = g < RLOG_MAX ? &t->rlog[g] : NULL;
 	struct cpool_stats st0, st1;
 	bool quiet = rnd_next(&s->rng) & 2 && quiet_begin(s, ti);
 	int err;
 
-	stats_read(s->pool, t->addr, &st0);
+	stats_read(t->pool, t->addr, &st0);
 	ADD(&t->kills, 1);
 	if (rl) {
 		rl->sig = sig;
 		rl->quiet = quiet;
 		rl->kill_ms = now_ms();
 	}
-	err = realsrv_stop(&s->srv[ti], sig);
+	err = srv_stop(s, ti, kill9);
 	if (rl)
 		rl->dead_ms = now_ms();
 	if (!err)
-		err = realsrv_start_again(&s->srv[ti]);
+		err = srv_start_again(s, ti);
 	if (err) {
 		fail(s, "RESTART: %s did not come back on %s: %d (%s)",
 		     tgt_name[ti], t->addr, err, strerror(-err));
 		return false;
 	}
-	stats_read(s->pool, t->addr, &st1);
+	stats_read(t->pool, t->addr, &st1);
 	if (rl) {
 		rl->up_ms = now_ms();
 		rl->fail_fasts = st1.fail_fasts - st0.fail_fasts;
@@ -1138,8 +1184,30 @@ restart(struct soak *s, enum tgt ti)
 	ADD(&t->gen, 1);
 	if (quiet)
 		quiet_end(s, ti);
-	s->restarts[ti][sig == SIGKILL]++;
+	t->restarts[kill9]++;
 	return true;
+}
+
+/*
+ * The next server to restart: each restartable target once per round, in
+ * a random order, so every one of them is restarted about as often.
+ */
+static enum tgt
+pick_restart(struct soak *s)
+{
+	if (!s->nbag) {
+		for (int i = 0; i < T_COUNT; i++)
+			if (s->t[i].on && s->t[i].restartable)
+				s->bag[s->nbag++] = (enum tgt)i;
+		for (unsigned i = s->nbag; i > 1; i--) {
+			unsigned j = rnd_range(&s->rng, 0, i - 1);
+			enum tgt x = s->bag[i - 1];
+
+			s->bag[i - 1] = s->bag[j];
+			s->bag[j] = x;
+		}
+	}
+	return s->bag[--s->nbag];
 }
 
 /*
@@ -1175,7 +1243,7 @@ chaos(struct soak *s, unsigned seconds)
 				inject(s, pick_fault(s));
 			next_fault += rnd_range(&s->rng, 100, 500);
 		} else if (now >= next_restart) {
-			ok = restart(s, (enum tgt)rnd_range(&s->rng, 0, 1));
+			ok = restart(s, pick_restart(s));
 			next_restart += rnd_range(&s->rng, 400, 1200);
 		}
 		now = now_ms();
@@ -1203,10 +1271,10 @@ closed_sum(const struct cpool_stats *st)
 }
 
 /*
- * Waits (up to 10 s) until the counters stop moving (the workers may still
- * be evicting what the last faults hit), then checks the pool is at rest:
- * leased == 0, open == idle + leased, open == connects - closed; for the
- * pool and for each endpoint.
+ * Waits (up to 10 s) until the counters of every pool stop moving (the
+ * workers may still be evicting what the last faults hit), then checks
+ * each pool is at rest: leased == 0, open == idle + leased, open ==
+ * connects - closed; for the pool and for each of its endpoints.
  */
 static void
 check_rest(struct soak *s, struct cpool_stats *whole)
@@ -1214,23 +1282,29 @@ check_rest(struct soak *s, struct cpool_stats *whole)
 	int64_t deadline = now_ms() + 10000;
 	struct cpool_stats a, b;
 
-	for (;;) {
-		stats_read(s->pool, NULL, &a);
-		poll(NULL, 0, 50); /* the window in which nothing may move */
-		stats_read(s->pool, NULL, &b);
-		if ((same_stats(&a, &b) && b.leased == 0 &&
-		     b.open == b.idle + b.leased) ||
-		    now_ms() > deadline)
-			break;
-	}
-	*whole = b;
-	for (int i = -1; i < T_COUNT; i++) {
-		const char *name = i < 0 ? "pool" : tgt_name[i];
+	for (unsigned p = 0; p < s->npools; p++) {
+		struct cpool *pool = s->pools[p].pool;
 
+		for (;;) {
+			stats_read(pool, NULL, &a);
+			poll(NULL, 0, 50); /* the window in which nothing may move */
+			stats_read(pool, NULL, &b);
+			if ((same_stats(&a, &b) && b.leased == 0 &&
+			     b.open == b.idle + b.leased) ||
+			    now_ms() > deadline)
+				break;
+		}
+		whole[p] = b;
+	}
+	for (int i = -(int)s->npools; i < T_COUNT; i++) {
+		const char *name = i < 0 ? s->pools[-i - 1].name : tgt_name[i];
+
+		if (i >= 0 && !s->t[i].on)
+			continue;
 		if (i >= 0)
-			stats_read(s->pool, s->t[i].addr, &b);
+			stats_read(s->t[i].pool, s->t[i].addr, &b);
 		else
-			b = *whole;
+			b = whole[-i - 1];
 		if (b.leased != 0)
 			fail(s, "AT REST: %s leased %u, want 0", name,
 			     b.leased);
@@ -1271,12 +1345,14 @@ report_restarts(struct soak *s)
 	bool verbose = getenv("SOAK_VERBOSE") && *getenv("SOAK_VERBOSE");
 	int64_t down[RLOG_MAX], rec[RLOG_MAX];
 
-	for (int ti = 0; ti < 2; ti++) {
+	for (int ti = 0; ti < T_COUNT; ti++) {
 		uint64_t gens = LOAD(&s->t[ti].gen), ff = 0;
 		size_t n = 0, nr = 0;
 
+		if (!s->t[ti].on || !s->t[ti].restartable)
+			continue;
 		for (uint64_t g = 1; g <= gens && g < RLOG_MAX; g++) {
-			struct rlog *rl = &s->rlog[ti][g];
+			struct rlog *rl = &s->t[ti].rlog[g];
 			int64_t ok = LOAD(&rl->first_ok_ms);
 
 			down[n++] = rl->up_ms - rl->kill_ms;
@@ -1292,8 +1368,7 @@ report_restarts(struct soak *s)
 					"after it %" PRIu64 " failed acquires "
 					"(last %d, %lld ms after)\n",
 					tgt_name[ti], g,
-					rl->sig == SIGKILL ? "SIGKILL"
-							   : "SIGTERM",
+					s->t[ti].sig_name[rl->sig == SIGKILL],
 					(long long)(rl->dead_ms - rl->kill_ms),
 					(long long)(rl->up_ms - rl->kill_ms),
 					ok ? (long long)(ok - rl->up_ms) : -1LL,
@@ -1355,12 +1430,29 @@ sum_workers(const struct soak *s, struct totals *tot)
 	}
 }
 
+/* "name N, name N" over the targets that are on, into @buf. */
+static const char *
+per_target(const struct soak *s, char *buf, size_t len, const unsigned *v)
+{
+	size_t n = 0;
+
+	buf[0] = '\0';
+	for (int t = 0; t < T_COUNT && n < len; t++)
+		if (s->t[t].on)
+			n += (size_t)snprintf(buf + n, len - n, "%s%s %u",
+					      n ? ", " : "", tgt_name[t], v[t]);
+	return buf;
+}
+
 /* Requests by class, chaos, the stale verdict, stalls, the cap. */
 static void
 report_requests(struct soak *s, unsigned seconds, const struct totals *tot)
 {
 	FILE *o = s->out;
-	unsigned faults = 0, hits = 0;
+	unsigned faults = 0, hits = 0, restarts = 0, v[T_COUNT];
+	uint64_t timeouts = 0;
+	char buf[512];
+	size_t n = 0;
 
 	for (int f = 0; f < F_COUNT; f++) {
 		faults += s->faults[f];
@@ -1370,90 +1462,139 @@ report_requests(struct soak *s, unsigned seconds, const struct totals *tot)
 		"endpoint, acquire_timeout %d ms, request deadline %d ms ==\n",
 		seconds, s->nthreads, CAP, ACQUIRE_TIMEOUT_MS,
 		REQUEST_DEADLINE_MS);
-	fprintf(o, "servers: memcached %s, redis %s, fault server %s\n",
-		s->t[T_MC].addr, s->t[T_REDIS].addr, s->t[T_FS].addr);
-	fprintf(o, "%-42s %12s %12s %12s\n", "requests", tgt_name[0],
-		tgt_name[1], tgt_name[2]);
-	for (int c = 0; c < C_COUNT; c++)
-		if (c == C_OK || tot->n[0][c] || tot->n[1][c] || tot->n[2][c])
-			fprintf(o, "  %-40s %12" PRIu64 " %12" PRIu64
-				" %12" PRIu64 "\n", cls_name[c], tot->n[0][c],
-				tot->n[1][c], tot->n[2][c]);
+	fprintf(o, "servers:");
+	for (int t = 0; t < T_COUNT; t++)
+		if (s->t[t].on)
+			fprintf(o, "%s %s %s", n++ ? "," : "",
+				t == T_FS ? "fault server" : tgt_name[t],
+				s->t[t].addr);
+	fprintf(o, "\n");
+	for (int t = 0; t < T_COUNT; t++)
+		if (s->skip[t][0])
+			fprintf(o, "skipped: %s target: %s\n", tgt_name[t],
+				s->skip[t]);
+	fprintf(o, "%-42s", "requests");
+	for (int t = 0; t < T_COUNT; t++)
+		if (s->t[t].on)
+			fprintf(o, " %12s", tgt_name[t]);
+	fprintf(o, "\n");
+	for (int c = 0; c < C_COUNT; c++) {
+		bool any = c == C_OK;
+
+		for (int t = 0; t < T_COUNT; t++)
+			any |= s->t[t].on && tot->n[t][c];
+		if (!any)
+			continue;
+		fprintf(o, "  %-40s", cls_name[c]);
+		for (int t = 0; t < T_COUNT; t++)
+			if (s->t[t].on)
+				fprintf(o, " %12" PRIu64, tot->n[t][c]);
+		fprintf(o, "\n");
+	}
 	fprintf(o, "  total: %" PRIu64 " ok, %" PRIu64 " failed (all "
 		"classified unless listed below)\n", tot->ok, tot->bad);
-	fprintf(o, "restarts: %u (memcached SIGTERM %u SIGKILL %u; redis "
-		"SIGTERM %u SIGKILL %u)\n", s->restarts[0][0] +
-		s->restarts[0][1] + s->restarts[1][0] + s->restarts[1][1],
-		s->restarts[0][0], s->restarts[0][1], s->restarts[1][0],
-		s->restarts[1][1]);
+	n = 0;
+	for (int t = 0; t < T_COUNT; t++) {
+		const struct target *tg = &s->t[t];
+
+		if (!tg->on || !tg->restartable)
+			continue;
+		restarts += tg->restarts[0] + tg->restarts[1];
+		n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s%s %s %u "
+				      "%s %u", n ? "; " : "", tgt_name[t],
+				      tg->sig_name[0], tg->restarts[0],
+				      tg->sig_name[1], tg->restarts[1]);
+	}
+	fprintf(o, "restarts: %u (%s)\n", restarts, buf);
 	fprintf(o, "faults injected: %u (", faults);
 	for (int f = 0; f < F_COUNT; f++)
 		fprintf(o, "%s%s %u", f ? ", " : "", fault_name[f],
 			s->faults[f]);
 	fprintf(o, "); server connections hit: %u\n", hits);
+	for (int t = 0; t < T_COUNT; t++)
+		v[t] = s->t[t].quiets;
 	fprintf(o, "quiet windows (action with no traffic until settled): "
-		"memcached %u, redis %u, fault %u\n", s->t[T_MC].quiets,
-		s->t[T_REDIS].quiets, s->t[T_FS].quiets);
+		"%s\n", per_target(s, buf, sizeof(buf), v));
 	fprintf(o, "stale failures after settle (%d ms): %" PRIu64
 		"; dirty handouts: %" PRIu64 "; failures on fresh connections "
 		"%" PRIu64 ", on unlabelled ones %" PRIu64 "\n",
 		SOAK_SETTLE_MS, tot->stale, tot->dirty, tot->fresh,
 		tot->unlabelled);
+	for (int t = 0; t < T_COUNT; t++)
+		timeouts += tot->n[t][C_ACQ_TIMEDOUT];
 	fprintf(o, "acquire timeouts: %" PRIu64 ", of which a fair pool "
 		"would have served %" PRIu64 " (an idle connection right "
 		"after it, or more than %u releases during the wait)\n",
-		tot->n[0][C_ACQ_TIMEDOUT] + tot->n[1][C_ACQ_TIMEDOUT] +
-			tot->n[2][C_ACQ_TIMEDOUT],
-		tot->unfair, s->nthreads);
+		timeouts, tot->unfair, s->nthreads);
 	fprintf(o, "max acquire stall %lld ms, max request %lld ms, max "
 		"iteration %lld ms (bound %d = acquire %d + request %d + "
 		"slack %d), max busy seen by the sampler %lld ms\n",
 		(long long)tot->acq, (long long)tot->req,
 		(long long)tot->iter, ITER_BOUND_MS, ACQUIRE_TIMEOUT_MS,
 		REQUEST_DEADLINE_MS, SLACK_MS, (long long)s->max_busy_ms);
-	fprintf(o, "cap: max open memcached %u, redis %u, fault %u (cap %u) "
-		"over %" PRIu64 " samples; cpool_stats_format under load: %"
-		PRIu64 " calls\n", s->t[0].max_open, s->t[1].max_open,
-		s->t[2].max_open, CAP, s->samples, s->formats);
+	for (int t = 0; t < T_COUNT; t++)
+		v[t] = s->t[t].max_open;
+	fprintf(o, "cap: max open %s (cap %u) over %" PRIu64 " samples; "
+		"cpool_stats_format under load: %" PRIu64 " calls\n",
+		per_target(s, buf, sizeof(buf), v), CAP, s->samples,
+		s->formats);
 	fprintf(o, "process stalls seen by the %d ms sampler (gaps > %d ms): "
 		"%u, longest %lld ms\n", SAMPLE_MS, FREEZE_MS, s->nfreeze,
 		(long long)s->max_freeze_ms);
 }
 
-/* The pool's counters at rest, fds, SIGPIPE, failures, the verdict. */
+/* The pools' counters at rest, fds, SIGPIPE, failures, the verdict. */
 static void
-report_pool(struct soak *s, const struct cpool_stats *pool,
+report_pool(struct soak *s, const struct cpool_stats *whole,
 	    const struct cpool_stats *ep, const struct totals *tot)
 {
 	FILE *o = s->out;
 
-	fprintf(o, "pool: acquires %llu reuses %llu connects %llu "
-		"connect_failures %llu fail_fasts %llu backoffs %llu waits "
-		"%llu timeouts %llu steals %llu\n",
-		(unsigned long long)pool->acquires,
-		(unsigned long long)pool->reuses,
-		(unsigned long long)pool->connects,
-		(unsigned long long)pool->connect_failures,
-		(unsigned long long)pool->fail_fasts,
-		(unsigned long long)pool->backoffs,
-		(unsigned long long)pool->waits,
-		(unsigned long long)pool->timeouts,
-		(unsigned long long)pool->steals);
-	fprintf(o, "closed:");
-	for (int r = 1; r < CPOOL_CLOSE_REASON_COUNT; r++)
-		fprintf(o, " %s %llu",
-			cpool_close_reason_name((enum cpool_close_reason)r),
-			(unsigned long long)pool->closed[r]);
-	fprintf(o, "\n");
+	for (unsigned p = 0; p < s->npools; p++) {
+		const struct cpool_stats *pool = &whole[p];
+		const char *name = s->pools[p].name;
+
+		fprintf(o, "%s: acquires %llu reuses %llu connects %llu "
+			"connect_failures %llu fail_fasts %llu backoffs %llu "
+			"waits %llu timeouts %llu steals %llu\n", name,
+			(unsigned long long)pool->acquires,
+			(unsigned long long)pool->reuses,
+			(unsigned long long)pool->connects,
+			(unsigned long long)pool->connect_failures,
+			(unsigned long long)pool->fail_fasts,
+			(unsigned long long)pool->backoffs,
+			(unsigned long long)pool->waits,
+			(unsigned long long)pool->timeouts,
+			(unsigned long long)pool->steals);
+		if (p)
+			fprintf(o, "closed (%s):", name);
+		else
+			fprintf(o, "closed:");
+		for (int r = 1; r < CPOOL_CLOSE_REASON_COUNT; r++)
+			fprintf(o, " %s %llu",
+				cpool_close_reason_name(
+					(enum cpool_close_reason)r),
+				(unsigned long long)pool->closed[r]);
+		fprintf(o, "\n");
+	}
 	for (int t = 0; t < T_COUNT; t++)
-		fprintf(o, "%s: connect_failures %llu + fail_fasts %llu; "
-			"acquires failed on connect %" PRIu64 "\n",
-			tgt_name[t],
-			(unsigned long long)ep[t].connect_failures,
-			(unsigned long long)ep[t].fail_fasts,
-			tot->n[t][C_ACQ_REFUSED] + tot->n[t][C_ACQ_RESET]);
-	fprintf(o, "at rest: open %u idle %u leased %u\n", pool->open,
-		pool->idle, pool->leased);
+		if (s->t[t].on)
+			fprintf(o, "%s: connect_failures %llu + fail_fasts "
+				"%llu; acquires failed on connect %" PRIu64
+				"\n", tgt_name[t],
+				(unsigned long long)ep[t].connect_failures,
+				(unsigned long long)ep[t].fail_fasts,
+				tot->n[t][C_ACQ_REFUSED] +
+					tot->n[t][C_ACQ_RESET] +
+					tot->n[t][C_ACQ_PROTO]);
+	for (unsigned p = 0; p < s->npools; p++) {
+		if (p)
+			fprintf(o, "at rest (%s):", s->pools[p].name);
+		else
+			fprintf(o, "at rest:");
+		fprintf(o, " open %u idle %u leased %u\n", whole[p].open,
+			whole[p].idle, whole[p].leased);
+	}
 	fprintf(o, "fds: %d before the servers, %d before cpool_create, %d "
 		"after cpool_destroy, %d at the end\n", s->fd_start,
 		s->fd_pool, s->fd_destroy, s->fd_end);
@@ -1476,9 +1617,11 @@ report_pool(struct soak *s, const struct cpool_stats *pool,
 /* ---- the run ------------------------------------------------------------ */
 
 static int
-setup_pool(struct soak *s)
+setup_pool(struct soak *s, const struct cpool_conn_ops *ops, void *arg,
+	   const char *name, struct cpool **out)
 {
 	struct cpool_config cfg;
+	struct pooldesc *pd = &s->pools[s->npools];
 	int err;
 
 	cpool_config_init(&cfg);
@@ -1486,10 +1629,26 @@ setup_pool(struct soak *s)
 	cfg.acquire_timeout_ms = ACQUIRE_TIMEOUT_MS;
 	cfg.connect_timeout_ms = CONNECT_TIMEOUT_MS;
 	cfg.max_lifetime_ms = LIFETIME_MS;
-	err = cpool_create(&cfg, &s->pool);
-	for (int i = 0; !err && i < T_COUNT; i++)
-		err = cpool_endpoint_add(s->pool, s->t[i].addr);
-	return err;
+	cfg.conn_ops = ops;
+	cfg.conn_ops_arg = arg;
+	err = cpool_create(&cfg, out);
+	if (err)
+		return err;
+	pd->pool = *out;
+	pd->name = name;
+	s->npools++;
+	return 0;
+}
+
+/* Adds target @ti's endpoint to @pool. */
+static int
+attach(struct soak *s, enum tgt ti, unsigned p)
+{
+	struct target *t = &s->t[ti];
+
+	t->pool = s->pools[p].pool;
+	s->pools[p].ntargets++;
+	return cpool_endpoint_add(t->pool, t->addr);
 }
 
 static void
@@ -1497,30 +1656,34 @@ soak_free(struct soak *s)
 {
 	free(s->fdlabel);
 	free(s->w);
-	free(s->rlog[0]);
-	free(s->rlog[1]);
+	for (int i = 0; i < T_COUNT; i++)
+		free(s->t[i].rlog);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 }
 
-/* Servers, fault server, pool. Returns 0, or -errno with @why filled. */
+/* Servers, fault server, pools. Returns 0, or -errno with @why filled. */
 static int
 soak_setup(struct soak *s, char *why, size_t why_len)
 {
+	struct cpool *plain;
 	int err;
 
 	for (int i = 0; i < 2; i++) {
 		enum realsrv_kind kind = i == T_MC ? REALSRV_MEMCACHED
 						   : REALSRV_REDIS;
+		struct target *t = &s->t[i];
 
-		err = realsrv_start(&s->srv[i], kind);
+		err = realsrv_start(&t->rs, kind);
 		if (err) {
 			snprintf(why, why_len, "cannot start %s: %s",
 				 realsrv_name(kind), strerror(-err));
 			return err;
 		}
-		snprintf(s->t[i].addr, sizeof(s->t[i].addr), "%s",
-			 s->srv[i].address);
+		snprintf(t->addr, sizeof(t->addr), "%s", t->rs.address);
+		t->on = t->restartable = true;
+		t->sig_name[0] = "SIGTERM";
+		t->sig_name[1] = "SIGKILL";
 	}
 	s->fs = fs_start(FS_INET);
 	if (!s->fs) {
@@ -1530,16 +1693,27 @@ soak_setup(struct soak *s, char *why, size_t why_len)
 	}
 	snprintf(s->t[T_FS].addr, sizeof(s->t[T_FS].addr), "%s",
 		 fs_address(s->fs));
+	s->t[T_FS].on = true;
 	s->fdlabel = calloc(FD_LABELS, sizeof(*s->fdlabel));
 	s->w = calloc(s->nthreads, sizeof(*s->w));
-	s->rlog[0] = calloc(RLOG_MAX, sizeof(struct rlog));
-	s->rlog[1] = calloc(RLOG_MAX, sizeof(struct rlog));
-	if (!s->fdlabel || !s->w || !s->rlog[0] || !s->rlog[1]) {
+	if (!s->fdlabel || !s->w) {
 		snprintf(why, why_len, "out of memory");
 		return -ENOMEM;
 	}
+	for (int i = 0; i < T_COUNT; i++) {
+		if (!s->t[i].restartable)
+			continue;
+		s->t[i].rlog = calloc(RLOG_MAX, sizeof(struct rlog));
+		if (!s->t[i].rlog) {
+			snprintf(why, why_len, "out of memory");
+			return -ENOMEM;
+		}
+	}
 	s->fd_pool = count_open_fds();
-	err = setup_pool(s);
+	err = setup_pool(s, NULL, NULL, "pool", &plain);
+	for (int i = 0; !err && i < T_COUNT; i++)
+		if (i == T_MC || i == T_REDIS || i == T_FS)
+			err = attach(s, (enum tgt)i, 0);
 	if (err)
 		snprintf(why, why_len, "pool setup: %s", strerror(-err));
 	return err;
@@ -1576,10 +1750,13 @@ check_counters(struct soak *s, struct cpool_stats *ep)
 	for (int i = 0; i < T_COUNT; i++) {
 		uint64_t seen = 0;
 
-		stats_read(s->pool, s->t[i].addr, &ep[i]);
+		if (!s->t[i].on)
+			continue;
+		stats_read(s->t[i].pool, s->t[i].addr, &ep[i]);
 		for (unsigned j = 0; j < s->nthreads; j++)
 			seen += s->w[j].n[i][C_ACQ_REFUSED] +
-				s->w[j].n[i][C_ACQ_RESET];
+				s->w[j].n[i][C_ACQ_RESET] +
+				s->w[j].n[i][C_ACQ_PROTO];
 		if (seen != ep[i].connect_failures + ep[i].fail_fasts)
 			fail(s, "STATS: %s acquires failed on connect %llu != "
 			     "connect_failures %llu + fail_fasts %llu",
@@ -1589,12 +1766,47 @@ check_counters(struct soak *s, struct cpool_stats *ep)
 	}
 }
 
+/* The adapters (after every pool is gone). */
+static void
+adapters_free(struct soak *s)
+{
+	(void)s;
+}
+
+/* The servers that are not realsrv ones. */
+static void
+servers_stop_more(struct soak *s)
+{
+	(void)s;
+}
+
+/* Destroys every pool (then the adapters); NULL-safe. */
+static void
+pools_destroy(struct soak *s)
+{
+	for (unsigned p = 0; p < s->npools; p++) {
+		if (s->pools[p].pool)
+			cpool_destroy(s->pools[p].pool);
+		s->pools[p].pool = NULL; /* the report keeps the names */
+	}
+	adapters_free(s);
+}
+
+/* Stops every server (SIGTERM, or @sig when it is SIGKILL). */
+static void
+servers_stop(struct soak *s, int sig)
+{
+	for (int i = 0; i < T_COUNT; i++)
+		if (i == T_MC || i == T_REDIS)
+			realsrv_stop(&s->t[i].rs, sig);
+	servers_stop_more(s);
+}
+
 /* cpool_destroy(), then every fd back, servers stopped. */
 static void
 soak_teardown(struct soak *s)
 {
-	cpool_destroy(s->pool);
-	s->pool = NULL;
+	pools_destroy(s);
 	/* the fault server's side of our connections: its fds, not ours */
 	if (fs_wait_open(s->fs, 0, 10000))
 		fail(s, "fault server still has %u connections 10 s after "
@@ -1605,22 +1817,35 @@ soak_teardown(struct soak *s)
 		     s->fd_destroy, s->fd_pool);
 	fs_stop(s->fs);
 	s->fs = NULL;
-	realsrv_stop(&s->srv[0], SIGTERM);
-	realsrv_stop(&s->srv[1], SIGTERM);
+	servers_stop(s, SIGTERM);
 	s->fd_end = count_open_fds();
 	if (s->fd_end != s->fd_start)
 		fail(s, "FDS: %d at the end, %d at the start", s->fd_end,
 		     s->fd_start);
 }
 
-/* The run must have been chaotic enough to mean something. */
+/*
+ * The run must have been chaotic enough to mean something: restarts (one
+ * per 2 s, and every server restarted at least once per 8 s: they take
+ * turns), faults, and successes on every target.
+ */
 static void
 check_chaos(struct soak *s, unsigned seconds)
 {
 	unsigned restarts = 0, faults = 0;
 
-	for (int i = 0; i < 2; i++)
-		restarts += s->restarts[i][0] + s->restarts[i][1];
+	for (int i = 0; i < T_COUNT; i++) {
+		const struct target *t = &s->t[i];
+		unsigned n = t->restarts[0] + t->restarts[1];
+		unsigned want = seconds / 8 ? seconds / 8 : 1;
+
+		if (!t->on || !t->restartable)
+			continue;
+		restarts += n;
+		if (n < want)
+			fail(s, "CHAOS: %s restarted %u times in %u s, want "
+			     ">= %u", tgt_name[i], n, seconds, want);
+	}
 	for (int f = 0; f < F_COUNT; f++)
 		faults += s->faults[f];
 	if (restarts < seconds / 2)
@@ -1632,6 +1857,8 @@ check_chaos(struct soak *s, unsigned seconds)
 	for (int t = 0; t < T_COUNT; t++) {
 		uint64_t ok = 0;
 
+		if (!s->t[t].on)
+			continue;
 		for (unsigned j = 0; j < s->nthreads; j++)
 			ok += s->w[j].n[t][C_OK];
 		if (!ok)
@@ -1643,7 +1870,7 @@ int
 soak_run(const struct soak_opts *opts, char *why, size_t why_len)
 {
 	struct soak *s = calloc(1, sizeof(*s));
-	struct cpool_stats whole, ep[T_COUNT];
+	struct cpool_stats whole[POOL_MAX], ep[T_COUNT];
 	struct totals tot;
 	int err;
 
@@ -1661,17 +1888,16 @@ soak_run(const struct soak_opts *opts, char *why, size_t why_len)
 
 	err = soak_setup(s, why, why_len);
 	if (err) {
-		if (s->pool)
-			cpool_destroy(s->pool);
+		pools_destroy(s);
 		if (s->fs)
 			fs_stop(s->fs);
-		realsrv_stop(&s->srv[0], SIGKILL);
-		realsrv_stop(&s->srv[1], SIGKILL);
+		servers_stop(s, SIGKILL);
 		soak_free(s);
 		return err;
 	}
+	memset(ep, 0, sizeof(ep));
 	soak_load(s, opts->seconds);
-	check_rest(s, &whole);
+	check_rest(s, whole);
 	check_counters(s, ep);
 	soak_teardown(s);
 	if (!sigpipe_default()) {
@@ -1682,7 +1908,7 @@ soak_run(const struct soak_opts *opts, char *why, size_t why_len)
 
 	sum_workers(s, &tot);
 	report_requests(s, opts->seconds, &tot);
-	report_pool(s, &whole, ep, &tot);
+	report_pool(s, whole, ep, &tot);
 	if (s->failed && why_len)
 		snprintf(why, why_len, "%s", s->notes[0]);
 	err = s->failed;
