@@ -20,13 +20,14 @@ endif
 SOAK_BIN := $(BUILD)/tests/soak/cpool_soak
 SOAK_OBJS := $(BUILD)/tests/soak/soak_main.o $(BUILD)/tests/util/soak.o \
 	$(BUILD)/tests/util/realsrv.o $(BUILD)/tests/util/fault_server.o \
-	$(BUILD)/tests/util/net.o $(BUILD)/tests/util/pgsrv.o
+	$(BUILD)/tests/util/net.o $(BUILD)/tests/util/pgsrv.o \
+	$(BUILD)/tests/util/tlssrv.o
 SOAK_LIBS := -lhiredis
 
 .PHONY: soak soak-asan soak-tsan
 
 # Linked like the test binary: the shipped static libraries, the adapters'
-# (pq for the postgres target) before libcpool's.
+# (pq for the postgres target, tls for TLS redis) before libcpool's.
 $(SOAK_BIN): $(SOAK_OBJS) $(ADAPTER_ARCHIVES) $(BUILD)/libcpool.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(SAN_LDFLAGS) $(LDFLAGS) -o $@ $(SOAK_OBJS) \

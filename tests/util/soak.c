@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
+#include <openssl/err.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -37,10 +38,12 @@
 
 #include "cpool.h"
 #include "cpool_pq.h"
+#include "cpool_tls.h"
 #include "fault_server.h"
 #include "net.h"
 #include "pgsrv.h"
 #include "realsrv.h"
+#include "tlssrv.h"
 
 #define CAP 4			/* max_conns_per_endpoint */
 #define ACQUIRE_TIMEOUT_MS 1000
@@ -71,10 +74,11 @@
 #define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
 #define ADD(p, v) __atomic_add_fetch((p), (v), __ATOMIC_SEQ_CST)
 
-enum tgt { T_MC, T_REDIS, T_FS, T_PG, T_COUNT };
+enum tgt { T_MC, T_REDIS, T_FS, T_PG, T_TLS, T_COUNT };
 
 static const char *const tgt_name[T_COUNT] = { "memcached", "redis",
-					       "fault", "postgres" };
+					       "fault", "postgres",
+					       "tls-redis" };
 
 enum cls {
 	C_OK,
@@ -174,6 +178,7 @@ struct target {
 	struct rlog *rlog;	/* [gen]; restartable targets */
 	struct realsrv rs;	/* memcached, redis */
 	struct pgsrv pg;	/* postgres */
+	struct tlssrv ts;	/* TLS redis */
 };
 
 /* The pools: memcached, redis and the fault server share the first. */
@@ -192,6 +197,14 @@ struct snap {
 
 struct soak;
 
+/* A thread's own redis counter: what its last INCR returned. */
+struct incr {
+	long long last;
+	uint64_t kills;
+	bool valid;
+	unsigned doubt;		/* INCRs sent whose reply never came */
+};
+
 struct worker {
 	struct soak *s;
 	pthread_t tid;
@@ -200,11 +213,8 @@ struct worker {
 	int64_t busy_since;	/* atomic; 0 between iterations */
 	int fs_port;		/* atomic; its last fault-server connection */
 	uint64_t seq;
-	/* redis INCR continuity */
-	long long incr_last;
-	uint64_t incr_kills;
-	bool incr_valid;
-	unsigned incr_doubt;	/* INCRs sent whose reply never came */
+	/* INCR continuity: [0] redis, [1] TLS redis */
+	struct incr incr[2];
 	/*
 	 * Writes sent whose reply never came (timeout, reset): the server may
 	 * still apply them, even after a later write (a request stuck in a
@@ -214,6 +224,8 @@ struct worker {
 	char mc_doubt[DOUBT_MAX][200];	/* memcached: the GET answer */
 	char rd_doubt[DOUBT_MAX][128];	/* redis: the value */
 	char pg_doubt[DOUBT_MAX][128];	/* postgres: the value */
+	char tls_doubt[DOUBT_MAX][128];	/* TLS redis: the value */
+	unsigned tls_ndoubt;
 	unsigned mc_ndoubt, rd_ndoubt, pg_ndoubt; /* ring positions */
 	/* postgres: the value of the last UPSERT whose commit was seen */
 	char pg_last[128];
@@ -226,6 +238,8 @@ struct worker {
 	uint64_t unlabelled_fail;
 	uint64_t reused_old_ok;	/* reused from an earlier instance, ok */
 	uint64_t unfair_timeouts; /* acquire -ETIMEDOUT a fair pool serves */
+	/* SIGPIPEs OpenSSL's socket BIO raised: in the request, the release */
+	uint64_t tls_pipes_req, tls_pipes_rel;
 	int64_t max_acq_ms, max_req_ms, max_iter_ms;
 };
 
@@ -236,7 +250,10 @@ struct soak {
 	char skip[T_COUNT][160]; /* why a target is off, for the report */
 	struct fault_server *fs;
 	struct cpool_pq *pq;	/* the postgres pool's adapter */
+	struct cpool_tls *tls;	/* the TLS redis pool's adapter */
+	SSL_CTX *ssl_ctx;	/* ... its context: trusts tlssrv's CA */
 	unsigned pg_start_retries; /* chaos thread: postmaster starts redone */
+	unsigned tls_pipes_other; /* SIGPIPEs taken at TLS setup / destroy */
 	struct worker *w;
 	unsigned nthreads;
 	uint64_t *fdlabel;	/* atomic per entry */
@@ -314,6 +331,45 @@ snap_of(struct target *t)
 	sn.up = LOAD(&t->up_ms);
 	sn.k = LOAD(&t->kills);
 	return sn;
+}
+
+/*
+ * OpenSSL's socket BIO writes with write(), not send(MSG_NOSIGNAL): an
+ * SSL_write or close_notify to a dead server raises SIGPIPE, which the
+ * soak leaves at SIG_DFL on purpose (the pool itself must never raise
+ * it). So SIGPIPE is blocked in a thread only around TLS work (the TLS
+ * pool's own threads are created with it blocked), and each one raised
+ * there is taken with sigtimedwait() and counted for the report.
+ */
+static void
+sigpipe_block(sigset_t *old)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &set, old);
+}
+
+/* SIGPIPEs pending for the thread (or process), taken. */
+static unsigned
+sigpipe_take(void)
+{
+	struct timespec zero = { 0, 0 };
+	sigset_t set;
+	unsigned n = 0;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGPIPE);
+	while (sigtimedwait(&set, NULL, &zero) == SIGPIPE)
+		n++;
+	return n;
+}
+
+static void
+sigpipe_restore(const sigset_t *old)
+{
+	pthread_sigmask(SIG_SETMASK, old, NULL);
 }
 
 static void
@@ -560,6 +616,43 @@ redis_cmd(struct req *r, redisContext *ctx, enum cls *k, const char *fmt,
 }
 
 /*
+ * The reply @v (type @type, for the note) of the thread's INCR of its own
+ * counter, which started with the target at @sn0.
+ */
+static enum cls
+judge_incr(struct req *r, struct incr *in, long long v, int type,
+	   const struct snap *sn0, struct target *t)
+{
+	uint64_t kills = LOAD(&t->kills);
+	enum cls k = C_OK;
+	bool same;
+
+	/*
+	 * The server was up with no restart begun from the start of this
+	 * request until its reply: the INCR ran on instance sn0->g. If the
+	 * last one ran on that instance too, the counter moved by one.
+	 */
+	same = sn0->k == sn0->g && kills == sn0->k;
+	/* in-doubt INCRs may have been applied meanwhile, each once */
+	if (v < 1 || (same && in->valid && in->kills == sn0->k &&
+		      (v <= in->last || v > in->last + 1 + in->doubt))) {
+		snprintf(r->detail, sizeof(r->detail),
+			 "INCR: type %d value %lld after %lld", type, v,
+			 in->valid ? in->last : 0);
+		k = C_WRONG;
+	}
+	if (same && in->valid && v > in->last + 1 &&
+	    v <= in->last + 1 + in->doubt)
+		in->doubt -= (unsigned)(v - in->last - 1);
+	else if (!same || !in->valid)
+		in->doubt = 0;
+	in->last = v;
+	in->kills = sn0->k;
+	in->valid = same;
+	return k;
+}
+
+/*
  * redis through hiredis on the pooled fd: SET, GET, INCR on one lease.
  * redisFreeKeepFd() before the release, always: the fd is the pool's.
  */
@@ -572,9 +665,8 @@ req_redis(struct req *r, const struct snap *sn0, struct target *t)
 	enum cls k = C_OK;
 	char val[128];
 	unsigned len = rnd_range(&w->rng, 1, 100);
-	uint64_t kills;
 	long long v;
-	bool same, set_sent = false;
+	bool set_sent = false;
 
 	if (!ctx) {
 		snprintf(r->detail, sizeof(r->detail), "redisConnectFd: NULL");
@@ -612,34 +704,11 @@ req_redis(struct req *r, const struct snap *sn0, struct target *t)
 		goto out;
 	rep = redis_cmd(r, ctx, &k, "INCR soak:ctr:%u", w->idx);
 	if (!rep) {
-		w->incr_doubt++;
+		w->incr[0].doubt++;
 		goto out;
 	}
 	v = rep->type == REDIS_REPLY_INTEGER ? rep->integer : -1;
-	kills = LOAD(&t->kills);
-	/*
-	 * The server was up with no restart begun from the start of this
-	 * request until its reply: the INCR ran on instance sn0->g. If the
-	 * last one ran on that instance too, the counter moved by one.
-	 */
-	same = sn0->k == sn0->g && kills == sn0->k;
-	/* in-doubt INCRs may have been applied meanwhile, each once */
-	if (v < 1 || (same && w->incr_valid && w->incr_kills == sn0->k &&
-		      (v <= w->incr_last ||
-		       v > w->incr_last + 1 + w->incr_doubt))) {
-		snprintf(r->detail, sizeof(r->detail),
-			 "INCR: type %d value %lld after %lld", rep->type, v,
-			 w->incr_valid ? w->incr_last : 0);
-		k = C_WRONG;
-	}
-	if (same && w->incr_valid && v > w->incr_last + 1 &&
-	    v <= w->incr_last + 1 + w->incr_doubt)
-		w->incr_doubt -= (unsigned)(v - w->incr_last - 1);
-	else if (!same || !w->incr_valid)
-		w->incr_doubt = 0;
-	w->incr_last = v;
-	w->incr_kills = sn0->k;
-	w->incr_valid = same;
+	k = judge_incr(r, &w->incr[0], v, rep->type, sn0, t);
 	freeReplyObject(rep);
 out:
 	if (set_sent && k != C_OK && k != C_WRONG)
@@ -835,6 +904,196 @@ out:
 	return k;
 }
 
+/* What a failed SSL_read/SSL_write (@ret) means for the request. */
+static enum cls
+tls_error(struct req *r, SSL *ssl, int ret, int saved_errno)
+{
+	int e = SSL_get_error(ssl, ret);
+	unsigned long ee;
+
+	switch (e) {
+	case SSL_ERROR_ZERO_RETURN: /* close_notify */
+		return C_EOF;
+	case SSL_ERROR_WANT_READ: /* SO_RCVTIMEO/SO_SNDTIMEO: the deadline */
+	case SSL_ERROR_WANT_WRITE:
+		return C_TIMEOUT;
+	case SSL_ERROR_SYSCALL:
+		if (!saved_errno)
+			return C_EOF;
+		return errno_cls(r, saved_errno);
+	case SSL_ERROR_SSL:
+		ee = ERR_peek_error();
+		if (ERR_GET_REASON(ee) == SSL_R_UNEXPECTED_EOF_WHILE_READING)
+			return C_EOF;
+		if (saved_errno == ECONNRESET || saved_errno == EPIPE)
+			return errno_cls(r, saved_errno);
+		snprintf(r->detail, sizeof(r->detail), "TLS: %s",
+			 ERR_reason_error_string(ee) ? ERR_reason_error_string(ee)
+						     : "SSL_ERROR_SSL");
+		return C_OTHER;
+	default:
+		snprintf(r->detail, sizeof(r->detail), "TLS: SSL_get_error %d",
+			 e);
+		return C_OTHER;
+	}
+}
+
+/* A RESP command @cmd (complete) over TLS, within the deadline. */
+static enum cls
+tls_send(struct req *r, SSL *ssl, const char *cmd, size_t len)
+{
+	while (len) {
+		int n;
+
+		if (!arm_deadline(r))
+			return C_TIMEOUT;
+		ERR_clear_error();
+		errno = 0;
+		n = SSL_write(ssl, cmd, (int)len);
+		if (n <= 0)
+			return tls_error(r, ssl, n, errno);
+		cmd += n;
+		len -= (size_t)n;
+	}
+	return C_OK;
+}
+
+/*
+ * One RESP reply line over TLS into @out (CRLF stripped): the first byte
+ * is its type. A bulk string's payload follows with tls_read_bulk().
+ * Byte at a time: SSL_read serves it from the decrypted record.
+ */
+static enum cls
+tls_line(struct req *r, SSL *ssl, char *out, size_t len)
+{
+	size_t got = 0;
+
+	for (;;) {
+		char ch;
+		int n;
+
+		if (!arm_deadline(r))
+			return C_TIMEOUT;
+		ERR_clear_error();
+		errno = 0;
+		n = SSL_read(ssl, &ch, 1);
+		if (n <= 0)
+			return tls_error(r, ssl, n, errno);
+		if (ch == '\n' && got && out[got - 1] == '\r') {
+			out[got - 1] = '\0';
+			return C_OK;
+		}
+		if (got + 1 >= len) {
+			snprintf(r->detail, sizeof(r->detail),
+				 "TLS redis: reply line too long");
+			return C_WRONG;
+		}
+		out[got++] = ch;
+	}
+}
+
+/* A RESP reply: a line, and for a bulk string ($N) its payload in @out. */
+static enum cls
+tls_reply(struct req *r, SSL *ssl, char *out, size_t len)
+{
+	char line[160];
+	enum cls k = tls_line(r, ssl, line, sizeof(line));
+	long n;
+	size_t got = 0;
+
+	if (k != C_OK)
+		return k;
+	if (line[0] != '$') {
+		snprintf(out, len, "%s", line);
+		return C_OK;
+	}
+	n = strtol(line + 1, NULL, 10);
+	if (n < 0 || (size_t)n + 3 > len) {
+		snprintf(out, len, "%s", line); /* $-1: nil */
+		return C_OK;
+	}
+	while (got < (size_t)n + 2) {
+		int m;
+
+		if (!arm_deadline(r))
+			return C_TIMEOUT;
+		ERR_clear_error();
+		errno = 0;
+		m = SSL_read(ssl, out + got, (int)((size_t)n + 2 - got));
+		if (m <= 0)
+			return tls_error(r, ssl, m, errno);
+		got += (size_t)m;
+	}
+	out[n] = '\0';
+	return C_OK;
+}
+
+/*
+ * redis over TLS through the TLS adapter (SSL_write/SSL_read of RESP on
+ * the pooled connection's session): SET, GET, INCR of the thread's own
+ * keys on one lease, judged like the plain redis target (in-doubt SETs,
+ * INCR continuity on one instance).
+ */
+static enum cls
+req_tls(struct req *r, const struct snap *sn0, struct target *t)
+{
+	struct worker *w = r->w;
+	SSL *ssl = cpool_tls_ssl(r->c);
+	char val[128], cmd[320], rep[160];
+	unsigned len = rnd_range(&w->rng, 1, 100);
+	bool set_sent = false;
+	enum cls k;
+	int n;
+
+	if (!ssl) {
+		snprintf(r->detail, sizeof(r->detail), "cpool_tls_ssl: NULL");
+		return C_OTHER;
+	}
+	random_text(&w->rng, val, len);
+	n = snprintf(cmd, sizeof(cmd),
+		     "*3\r\n$3\r\nSET\r\n$%d\r\nsoak:tls:%u\r\n$%u\r\n%s\r\n",
+		     snprintf(NULL, 0, "soak:tls:%u", w->idx), w->idx, len, val);
+	set_sent = true;
+	k = tls_send(r, ssl, cmd, (size_t)n);
+	if (k == C_OK)
+		k = tls_reply(r, ssl, rep, sizeof(rep));
+	if (k == C_OK && strcmp(rep, "+OK")) {
+		snprintf(r->detail, sizeof(r->detail), "SET: \"%.60s\"", rep);
+		k = C_WRONG;
+	}
+	if (k != C_OK)
+		goto out;
+	n = snprintf(cmd, sizeof(cmd), "GET soak:tls:%u\r\n", w->idx);
+	k = tls_send(r, ssl, cmd, (size_t)n);
+	if (k == C_OK)
+		k = tls_reply(r, ssl, rep, sizeof(rep));
+	if (k == C_OK && strcmp(rep, val)) {
+		k = C_WRONG;
+		for (unsigned i = 0; i < w->tls_ndoubt && i < DOUBT_MAX; i++)
+			if (!strcmp(rep, w->tls_doubt[i]))
+				k = C_LATE;
+		snprintf(r->detail, sizeof(r->detail),
+			 "GET: \"%.40s\" want \"%.40s\"", rep, val);
+	}
+	if (k != C_OK)
+		goto out;
+	n = snprintf(cmd, sizeof(cmd), "INCR soak:tls:ctr:%u\r\n", w->idx);
+	k = tls_send(r, ssl, cmd, (size_t)n);
+	if (k == C_OK)
+		k = tls_reply(r, ssl, rep, sizeof(rep));
+	if (k != C_OK) {
+		w->incr[1].doubt++;
+		goto out;
+	}
+	k = judge_incr(r, &w->incr[1], rep[0] == ':' ? atoll(rep + 1) : -1,
+		       rep[0], sn0, t);
+out:
+	if (set_sent && k != C_OK && k != C_WRONG)
+		snprintf(w->tls_doubt[w->tls_ndoubt++ % DOUBT_MAX],
+			 sizeof(w->tls_doubt[0]), "%s", val);
+	return k;
+}
+
 /* The fault server's echo. */
 static enum cls
 req_echo(struct req *r)
@@ -1021,6 +1280,7 @@ one_iteration(struct worker *w)
 	uint64_t label = 0;
 	uint64_t rel0 = LOAD(&t->rel_begun);
 	struct cpool_stats ep0;
+	sigset_t pipe_old;
 	bool reused;
 	enum cls k;
 	int err;
@@ -1029,6 +1289,8 @@ one_iteration(struct worker *w)
 	w->seq++;
 	if (ti == T_PG) /* its dial's timeouts are -ETIMEDOUT too */
 		stats_read(t->pool, t->addr, &ep0);
+	if (ti == T_TLS)
+		sigpipe_block(&pipe_old);
 	err = cpool_acquire(t->pool, t->addr, &r.c);
 	t1 = now_ms();
 	if (t1 - start > w->max_acq_ms)
@@ -1095,6 +1357,10 @@ one_iteration(struct worker *w)
 		k = req_redis(&r, &sn0, t);
 	else if (ti == T_PG)
 		k = req_pg(&r);
+	else if (ti == T_TLS) {
+		k = req_tls(&r, &sn0, t);
+		w->tls_pipes_req += sigpipe_take();
+	}
 	else
 		k = req_echo(&r);
 	t2 = now_ms();
@@ -1104,6 +1370,8 @@ one_iteration(struct worker *w)
 	ADD(&t->rel_begun, 1);
 	cpool_release(r.c, k == C_OK ? 0 : CPOOL_RELEASE_CLOSE);
 	ADD(&t->rel_done, 1);
+	if (ti == T_TLS)
+		w->tls_pipes_rel += sigpipe_take();
 
 	if (k == C_TIMEOUT && ti == T_FS &&
 	    (LOAD(&t->stall_on) || LOAD(&t->stall_end_ms) >= start))
@@ -1134,6 +1402,10 @@ one_iteration(struct worker *w)
 		w->fresh_fail++;
 	}
 done:
+	if (ti == T_TLS) {
+		w->tls_pipes_rel += sigpipe_take();
+		sigpipe_restore(&pipe_old);
+	}
 	t2 = now_ms();
 	if (t2 - start > w->max_iter_ms)
 		w->max_iter_ms = t2 - start;
@@ -1421,6 +1693,8 @@ srv_stop(struct soak *s, enum tgt ti, bool kill9)
 
 	if (ti == T_PG) /* SIGINT: fast shutdown */
 		return kill9 ? pg_kill9(&t->pg) : pgsrv_stop(&t->pg, SIGINT);
+	if (ti == T_TLS)
+		return tlssrv_kill(&t->ts, kill9 ? SIGKILL : SIGTERM);
 	return realsrv_stop(&t->rs, kill9 ? SIGKILL : SIGTERM);
 }
 
@@ -1429,6 +1703,8 @@ srv_start_again(struct soak *s, enum tgt ti)
 {
 	int err;
 
+	if (ti == T_TLS)
+		return tlssrv_start_again(&s->t[ti].ts);
 	if (ti != T_PG)
 		return realsrv_start_again(&s->t[ti].rs);
 	/*
@@ -1704,6 +1980,7 @@ struct totals {
 	uint64_t n[T_COUNT][C_COUNT];
 	uint64_t ok, bad, stale, dirty, fresh, unlabelled, reused_old;
 	uint64_t unfair;
+	uint64_t tls_pipes_req, tls_pipes_rel;
 	int64_t acq, req, iter;
 };
 
@@ -1729,6 +2006,8 @@ sum_workers(const struct soak *s, struct totals *tot)
 		tot->unlabelled += w->unlabelled_fail;
 		tot->reused_old += w->reused_old_ok;
 		tot->unfair += w->unfair_timeouts;
+		tot->tls_pipes_req += w->tls_pipes_req;
+		tot->tls_pipes_rel += w->tls_pipes_rel;
 		tot->acq = w->max_acq_ms > tot->acq ? w->max_acq_ms : tot->acq;
 		tot->req = w->max_req_ms > tot->req ? w->max_req_ms : tot->req;
 		if (w->max_iter_ms > tot->iter)
@@ -1910,6 +2189,13 @@ report_pool(struct soak *s, const struct cpool_stats *whole,
 		s->fd_pool, s->fd_destroy, s->fd_end);
 	fprintf(o, "SIGPIPE: %s at start and end; the process is alive\n",
 		s->pipe_ok ? "SIG_DFL" : "NOT SIG_DFL");
+	if (s->t[T_TLS].on)
+		fprintf(o, "note: SIGPIPEs raised by OpenSSL's socket BIO "
+			"(blocked around TLS work only, taken): %" PRIu64 " in "
+			"SSL_write of requests, %" PRIu64 " in releases "
+			"(close_notify), %u at setup/destroy\n",
+			tot->tls_pipes_req, tot->tls_pipes_rel,
+			s->tls_pipes_other);
 	if (tot->reused_old)
 		fprintf(o, "note: %" PRIu64 " requests succeeded on reused "
 			"connections labelled with an earlier instance\n",
@@ -1967,6 +2253,11 @@ adapters_free(struct soak *s)
 {
 	cpool_pq_free(s->pq);
 	s->pq = NULL;
+	cpool_tls_free(s->tls);
+	s->tls = NULL;
+	if (s->ssl_ctx)
+		SSL_CTX_free(s->ssl_ctx);
+	s->ssl_ctx = NULL;
 }
 
 /* The servers that are not realsrv ones. */
@@ -1975,6 +2266,70 @@ servers_stop_more(struct soak *s)
 {
 	if (s->t[T_PG].pg.dir[0])
 		pgsrv_destroy(&s->t[T_PG].pg);
+	if (s->t[T_TLS].ts.dir[0])
+		tlssrv_stop(&s->t[T_TLS].ts);
+	s->t[T_TLS].ts.dir[0] = '\0';
+}
+
+/*
+ * The TLS redis target: redis-server --tls-port with its own CA (tlssrv),
+ * and a pool of its own through the TLS adapter, verifying the server as
+ * 127.0.0.1. Off, with the reason in s->skip[T_TLS], when the server
+ * cannot run here (no redis-server or openssl, no TLS in redis-server).
+ */
+static void
+setup_tls_server(struct soak *s)
+{
+	struct target *t = &s->t[T_TLS];
+	int err;
+
+	if (getenv("SOAK_NO_TLS") && *getenv("SOAK_NO_TLS")) {
+		snprintf(s->skip[T_TLS], sizeof(s->skip[0]),
+			 "SOAK_NO_TLS is set");
+		return;
+	}
+	if (!tlssrv_available()) {
+		snprintf(s->skip[T_TLS], sizeof(s->skip[0]),
+			 "redis-server or openssl is not installed");
+		return;
+	}
+	err = tlssrv_start(&t->ts, NULL);
+	if (err) {
+		snprintf(s->skip[T_TLS], sizeof(s->skip[0]),
+			 "redis-server with TLS did not start (no TLS "
+			 "support?): %s", strerror(-err));
+		t->ts.dir[0] = '\0';
+		return;
+	}
+	snprintf(t->addr, sizeof(t->addr), "%s", t->ts.address);
+	t->on = t->restartable = true;
+	t->sig_name[0] = "SIGTERM";
+	t->sig_name[1] = "SIGKILL";
+}
+
+static int
+setup_tls_pool(struct soak *s)
+{
+	struct cpool_tls_config tc;
+	struct cpool *pool;
+	sigset_t old;
+	int err;
+
+	if (!s->t[T_TLS].on)
+		return 0;
+	s->ssl_ctx = tlssrv_client_ctx(&s->t[T_TLS].ts);
+	if (!s->ssl_ctx)
+		return -ENOMEM;
+	cpool_tls_config_init(&tc);
+	tc.ctx = s->ssl_ctx;
+	err = cpool_tls_new(&tc, &s->tls);
+	if (err)
+		return err;
+	sigpipe_block(&old); /* the pool's threads inherit the mask */
+	err = setup_pool(s, cpool_tls_ops(), s->tls, "pool tls-redis", &pool);
+	s->tls_pipes_other += sigpipe_take();
+	sigpipe_restore(&old);
+	return err ? err : attach(s, T_TLS, s->npools - 1);
 }
 
 /*
@@ -2099,6 +2454,7 @@ soak_setup(struct soak *s, char *why, size_t why_len)
 	err = setup_pg_server(s);
 	if (err)
 		return err;
+	setup_tls_server(s);
 	s->fdlabel = calloc(FD_LABELS, sizeof(*s->fdlabel));
 	s->w = calloc(s->nthreads, sizeof(*s->w));
 	if (!s->fdlabel || !s->w) {
@@ -2121,6 +2477,8 @@ soak_setup(struct soak *s, char *why, size_t why_len)
 			err = attach(s, (enum tgt)i, 0);
 	if (!err)
 		err = setup_pg_pool(s);
+	if (!err)
+		err = setup_tls_pool(s);
 	if (err)
 		snprintf(why, why_len, "pool setup: %s", strerror(-err));
 	return err;
@@ -2188,11 +2546,16 @@ check_counters(struct soak *s, struct cpool_stats *ep)
 static void
 pools_destroy(struct soak *s)
 {
+	sigset_t old;
+
+	sigpipe_block(&old); /* the TLS pool's close_notify (see above) */
 	for (unsigned p = 0; p < s->npools; p++) {
 		if (s->pools[p].pool)
 			cpool_destroy(s->pools[p].pool);
 		s->pools[p].pool = NULL; /* the report keeps the names */
 	}
+	s->tls_pipes_other += sigpipe_take();
+	sigpipe_restore(&old);
 	adapters_free(s);
 }
 
