@@ -3,7 +3,7 @@
  * The chaos soak: see soak.h for what it checks and the definitions.
  *
  * Bookkeeping that makes "stale" decidable. Every target (memcached, redis,
- * the fault server) has two counters: kills, bumped when a restart (or a
+ * the fault server, postgres, TLS redis) has two counters: kills, bumped when a restart (or a
  * FIN/RST injection) begins, and gen, bumped with up_ms when it has
  * finished and the server answers again. kills == gen means "up, nothing in
  * progress". A connection is labelled with gen + 1 when it is leased fresh
@@ -1633,9 +1633,30 @@ pick_fault(struct soak *s)
  * it is gets SIGKILL, then the postmaster itself (pgsrv_stop reaps it).
  * The next start runs crash recovery.
  */
+/* A process's state letter from /proc/PID/stat, its parent in *ppid; 0 if
+ * it is gone. */
+static char
+proc_state(const char *pid, int *ppid)
+{
+	char path[300], buf[512], *p, st = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%s/stat", pid);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	if (fgets(buf, sizeof(buf), f) && (p = strrchr(buf, ')')))
+		sscanf(p + 1, " %c %d", &st, ppid);
+	fclose(f);
+	return st;
+}
+
 static int
 pg_kill9(struct pgsrv *pg)
 {
+	int pids[256];
+	unsigned n = 0;
+	int64_t deadline;
 	DIR *d;
 	struct dirent *de;
 
@@ -1644,24 +1665,38 @@ pg_kill9(struct pgsrv *pg)
 	kill(pg->pid, SIGSTOP);
 	d = opendir("/proc");
 	while (d && (de = readdir(d))) {
-		char path[300], buf[512], *p;
-		FILE *f;
 		int ppid = 0;
 
 		if (de->d_name[0] < '0' || de->d_name[0] > '9')
 			continue;
-		snprintf(path, sizeof(path), "/proc/%s/stat", de->d_name);
-		f = fopen(path, "re");
-		if (!f)
-			continue;
-		if (fgets(buf, sizeof(buf), f) && (p = strrchr(buf, ')')))
-			sscanf(p + 1, " %*c %d", &ppid);
-		fclose(f);
-		if (ppid == pg->pid)
-			kill(atoi(de->d_name), SIGKILL);
+		if (proc_state(de->d_name, &ppid) && ppid == pg->pid &&
+		    n < 256) {
+			pids[n] = atoi(de->d_name);
+			kill(pids[n++], SIGKILL);
+		}
 	}
 	if (d)
 		closedir(d);
+	/*
+	 * Until every backend has exited (a zombie of the stopped postmaster,
+	 * or gone): one still exiting holds the shared memory, and the next
+	 * postmaster refuses to start ("pre-existing shared memory block is
+	 * still in use").
+	 */
+	deadline = now_ms() + 5000;
+	for (unsigned i = 0; i < n && now_ms() < deadline;) {
+		char name[16];
+		int ppid = 0;
+		char st;
+
+		snprintf(name, sizeof(name), "%d", pids[i]);
+		st = proc_state(name, &ppid);
+
+		if (!st || st == 'Z' || ppid != pg->pid)
+			i++;
+		else
+			poll(NULL, 0, 1); /* watching an exit, with a deadline */
+	}
 	return pgsrv_stop(pg, SIGKILL);
 }
 
@@ -1710,16 +1745,18 @@ srv_start_again(struct soak *s, enum tgt ti)
 	/*
 	 * A new postmaster sometimes exits at once (pgsrv: -EADDRINUSE)
 	 * right after the old one's exit; its log goes into the report and
-	 * it is started again, up to twice: the server's start, not the pool.
+	 * it is started again, up to three times: the server's start, not
+	 * the pool.
 	 */
 	for (int i = 0;; i++) {
 		err = pgsrv_start_again(&s->t[ti].pg);
-		if (!err || err != -EADDRINUSE || i == 2)
+		if (!err || err != -EADDRINUSE || i == 3)
 			return err;
 		s->pg_start_retries++;
 		fprintf(s->out, "postgres: the new postmaster exited at once "
 			"(%s); starting it again\n", strerror(-err));
 		pg_log_tail(s, &s->t[ti].pg);
+		poll(NULL, 0, 50); /* chaos pacing: the old one's leftovers */
 	}
 }
 
