@@ -2072,13 +2072,17 @@ report_requests(struct soak *s, unsigned seconds, const struct totals *tot)
 {
 	FILE *o = s->out;
 	unsigned faults = 0, hits = 0, restarts = 0, v[T_COUNT];
-	uint64_t timeouts = 0;
+	uint64_t timeouts = 0, unclassified = 0, late = 0;
 	char buf[512];
 	size_t n = 0;
 
 	for (int f = 0; f < F_COUNT; f++) {
 		faults += s->faults[f];
 		hits += s->hits[f];
+	}
+	for (int t = 0; t < T_COUNT; t++) {
+		unclassified += tot->n[t][C_OTHER] + tot->n[t][C_ACQ_OTHER];
+		late += tot->n[t][C_LATE];
 	}
 	fprintf(o, "\n== cpool chaos soak: %u s, %u threads, cap %u per "
 		"endpoint, acquire_timeout %d ms, request deadline %d ms ==\n",
@@ -2145,6 +2149,11 @@ report_requests(struct soak *s, unsigned seconds, const struct totals *tot)
 		"%" PRIu64 ", on unlabelled ones %" PRIu64 "\n",
 		SOAK_SETTLE_MS, tot->stale, tot->dirty, tot->fresh,
 		tot->unlabelled);
+	for (int t = 0; t < T_COUNT; t++)
+		v[t] = (unsigned)tot->n[t][C_WRONG];
+	fprintf(o, "wrong answers: %s; unclassified: %" PRIu64 "; in-doubt "
+		"writes seen late: %" PRIu64 "\n",
+		per_target(s, buf, sizeof(buf), v), unclassified, late);
 	for (int t = 0; t < T_COUNT; t++)
 		timeouts += tot->n[t][C_ACQ_TIMEDOUT] + tot->n[t][C_ACQ_DIALTO];
 	fprintf(o, "acquire timeouts: %" PRIu64 ", of which a fair pool "
