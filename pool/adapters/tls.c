@@ -1,32 +1,33 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * libcpool_tls: an OpenSSL session per pooled connection (cpool_tls.h).
+ * cpool_tls: an OpenSSL session per pooled connection (include/cpool_tls.h).
  *
- * open    SSL_new on the caller's SSL_CTX, SNI and name verification, the
- *         endpoint's last session offered, the handshake on a nonblocking
- *         fd under poll() until the open's deadline (mode restored).
- * check   only ever called with the fd nonblocking: SSL_peek of one byte
- *         processes every record that has arrived. Application bytes are
- *         unexpected_data; a NewSessionTicket or KeyUpdate (or a partial
- *         record) ends in SSL_ERROR_WANT_READ: alive, the records consumed,
- *         so the socket is empty again. close_notify or an EOF is
- *         peer_closed. It never blocks: OpenSSL's AUTO_RETRY loops only
- *         while the socket has bytes.
- * release refuses a session with bytes OpenSSL holds (SSL_has_pending: the
- *         kernel no longer shows them, so the next checkout's probe could
- *         not) or that is shut down: stray bytes never reach the next
- *         caller.
- * I/O     through a socket BIO that writes with MSG_NOSIGNAL: no SIGPIPE,
- *         from the adapter or from a caller's SSL_write.
- * close   SSL_shutdown (one close_notify, never waiting for the reply, fd
- *         nonblocking) unless the close is quiet, then SSL_free; the pool
- *         closes the fd (SSL_set_fd's BIO does not).
+ * open handshakes once, on the fd made nonblocking for the call and polled
+ * against the open's deadline, so a server that accepts and then says
+ * nothing cannot hold the acquire past connect_timeout_ms whatever the
+ * handout mode. check reads *through* TLS (SSL_peek on the nonblocking fd
+ * the pool gives it): TLS 1.3 NewSessionTicket and KeyUpdate records are
+ * consumed and the connection is kept; close_notify or an EOF is
+ * peer_closed; application bytes are unexpected_data.
  *
- * Sessions: with resume, the endpoint's most recent resumable session is
- * kept (one per address, under a mutex) and offered by the next handshake.
- * TLS 1.3 servers send their tickets after the handshake, so a connection
- * stores its session once it is resumable: after a check consumed records,
- * or at its close.
+ * Bytes OpenSSL already took off the socket are invisible to the pool's
+ * MSG_PEEK probe, which would call such a connection alive. They can only
+ * get there while a caller reads (SSL_read pulled a record it did not
+ * consume), so release refuses reuse when SSL_has_pending() is true: no
+ * stray byte ever reaches the next lease, and no check_idle_ms is needed
+ * for this (a caller may still set it for an application-level ping).
+ *
+ * Resumption keeps the last resumable SSL_SESSION per endpoint address in a
+ * small list under a mutex. TLS 1.3 tickets arrive after the handshake, so
+ * the stored session is refreshed whenever one may have become available:
+ * after open, after a check consumed records, at release and at a close in
+ * the creating process. The caller's SSL_CTX is never changed (no session
+ * callback, no cache mode).
+ *
+ * Failures of open, as -errno: -ETIMEDOUT the deadline passed; -EPERM the
+ * chain or the name did not verify; -ECONNRESET / -ECONNABORTED the peer
+ * reset or closed during the handshake; -EPROTO any other TLS error;
+ * -ENOMEM.
  */
 #include "cpool_tls.h"
 
@@ -37,13 +38,14 @@
 #include <openssl/x509v3.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
-struct tls_session {
-	struct tls_session *next;
+struct tls_sess {
+	struct tls_sess *next;
 	SSL_SESSION *sess;
 	char address[];
 };
@@ -51,74 +53,15 @@ struct tls_session {
 struct cpool_tls {
 	SSL_CTX *ctx;
 	char *server_name;
-	bool verify;
-	bool resume;
-	pthread_mutex_t lock; /* sessions */
-	struct tls_session *sessions;
-	struct cpool_tls_stats st; /* atomics */
+	bool verify, resume;
+	pid_t pid;		/* the creator: a fork child stores nothing */
+	pthread_mutex_t mu;	/* guards sessions */
+	struct tls_sess *sessions;
+	atomic_uint_fast64_t handshakes, resumed, handshake_failures;
+	atomic_uint_fast64_t records_consumed, close_notifies, quiet_closes;
 };
 
-/* The connection's context: its session and whether it was stored. */
-struct tls_conn {
-	SSL *ssl;
-	bool stored;
-};
-
-#define ADD(p) __atomic_add_fetch((p), 1, __ATOMIC_RELAXED)
-
-/*
- * The session's BIO: OpenSSL's socket BIO, but writing with send(2) and
- * MSG_NOSIGNAL, so neither the adapter's close_notify nor a caller's
- * SSL_write on a connection the peer has closed raises SIGPIPE.
- */
-static BIO_METHOD *nosig_method;
-static pthread_once_t nosig_once = PTHREAD_ONCE_INIT;
-
-static int
-nosig_write(BIO *b, const char *buf, int len)
-{
-	int fd = -1, n;
-
-	BIO_get_fd(b, &fd);
-	do {
-		n = (int)send(fd, buf, (size_t)len, MSG_NOSIGNAL);
-	} while (n == -1 && errno == EINTR);
-	BIO_clear_retry_flags(b);
-	if (n <= 0 && BIO_sock_should_retry(n))
-		BIO_set_retry_write(b);
-	return n;
-}
-
-static void
-nosig_init(void)
-{
-	const BIO_METHOD *sock = BIO_s_socket();
-	BIO_METHOD *m = BIO_meth_new(BIO_TYPE_SOCKET, "cpool socket");
-
-	if (!m)
-		return;
-	BIO_meth_set_write(m, nosig_write);
-	BIO_meth_set_read(m, BIO_meth_get_read(sock));
-	BIO_meth_set_puts(m, BIO_meth_get_puts(sock));
-	BIO_meth_set_ctrl(m, BIO_meth_get_ctrl(sock));
-	BIO_meth_set_create(m, BIO_meth_get_create(sock));
-	BIO_meth_set_destroy(m, BIO_meth_get_destroy(sock));
-	nosig_method = m;
-}
-
-/* SSL_set_fd() with the MSG_NOSIGNAL BIO: 1 or 0. */
-static int
-set_fd_nosig(SSL *ssl, int fd)
-{
-	BIO *bio;
-
-	pthread_once(&nosig_once, nosig_init);
-	if (!nosig_method || !(bio = BIO_new(nosig_method)))
-		return 0;
-	BIO_set_fd(bio, fd, BIO_NOCLOSE);
-	SSL_set_bio(ssl, bio, bio);
-	return 1;
-}
+static const struct cpool_conn_ops tls_ops;
 
 void
 cpool_tls_config_init(struct cpool_tls_config *cfg)
@@ -134,149 +77,214 @@ cpool_tls_config_init(struct cpool_tls_config *cfg)
 int
 cpool_tls_new(const struct cpool_tls_config *cfg, struct cpool_tls **out)
 {
-	struct cpool_tls *t;
+	struct cpool_tls *tls;
 
-	if (!cfg || !out || cfg->size < sizeof(*cfg) || !cfg->ctx)
+	if (!cfg || !out || !cfg->ctx || cfg->size != sizeof(*cfg))
 		return -EINVAL;
-	t = calloc(1, sizeof(*t));
-	if (!t)
+	tls = calloc(1, sizeof(*tls));
+	if (!tls)
 		return -ENOMEM;
-	if (cfg->server_name && !(t->server_name = strdup(cfg->server_name))) {
-		free(t);
+	if (cfg->server_name) {
+		tls->server_name = strdup(cfg->server_name);
+		if (!tls->server_name) {
+			free(tls);
+			return -ENOMEM;
+		}
+	}
+	if (pthread_mutex_init(&tls->mu, NULL)) {
+		free(tls->server_name);
+		free(tls);
 		return -ENOMEM;
 	}
 	SSL_CTX_up_ref(cfg->ctx);
-	t->ctx = cfg->ctx;
-	t->verify = cfg->verify;
-	t->resume = cfg->resume;
-	pthread_mutex_init(&t->lock, NULL);
-	*out = t;
+	tls->ctx = cfg->ctx;
+	tls->verify = cfg->verify;
+	tls->resume = cfg->resume;
+	tls->pid = getpid();
+	*out = tls;
 	return 0;
 }
 
 void
-cpool_tls_free(struct cpool_tls *t)
+cpool_tls_free(struct cpool_tls *tls)
 {
-	struct tls_session *s, *next;
+	struct tls_sess *s, *next;
 
-	if (!t)
+	if (!tls)
 		return;
-	for (s = t->sessions; s; s = next) {
+	for (s = tls->sessions; s; s = next) {
 		next = s->next;
 		SSL_SESSION_free(s->sess);
 		free(s);
 	}
-	pthread_mutex_destroy(&t->lock);
-	SSL_CTX_free(t->ctx);
-	free(t->server_name);
-	free(t);
+	pthread_mutex_destroy(&tls->mu);
+	SSL_CTX_free(tls->ctx);
+	free(tls->server_name);
+	free(tls);
 }
 
-/* A copy of the endpoint's session, or NULL. */
+void
+cpool_tls_install(struct cpool_tls *tls, struct cpool_config *cfg)
+{
+	cfg->conn_ops = &tls_ops;
+	cfg->conn_ops_arg = tls;
+}
+
+const struct cpool_conn_ops *
+cpool_tls_ops(void)
+{
+	return &tls_ops;
+}
+
+SSL *
+cpool_tls_ssl(const struct cpool_conn *c)
+{
+	return c ? cpool_conn_ctx(c) : NULL;
+}
+
+int
+cpool_tls_stats_get(const struct cpool_tls *tls, struct cpool_tls_stats *out)
+{
+	struct cpool_tls_stats st;
+	size_t n;
+
+	if (!tls || !out || out->size < sizeof(size_t))
+		return -EINVAL;
+	memset(&st, 0, sizeof(st));
+	st.handshakes = atomic_load(&tls->handshakes);
+	st.resumed = atomic_load(&tls->resumed);
+	st.handshake_failures = atomic_load(&tls->handshake_failures);
+	st.records_consumed = atomic_load(&tls->records_consumed);
+	st.close_notifies = atomic_load(&tls->close_notifies);
+	st.quiet_closes = atomic_load(&tls->quiet_closes);
+	n = out->size < sizeof(st) ? out->size : sizeof(st);
+	st.size = out->size;
+	memcpy(out, &st, n);
+	return 0;
+}
+
+/* The stored session of @address with a reference, or NULL. */
 static SSL_SESSION *
-session_get(struct cpool_tls *t, const char *address)
+sess_get(struct cpool_tls *tls, const char *address)
 {
 	SSL_SESSION *sess = NULL;
-	struct tls_session *s;
+	struct tls_sess *s;
 
-	pthread_mutex_lock(&t->lock);
-	for (s = t->sessions; s; s = s->next)
+	pthread_mutex_lock(&tls->mu);
+	for (s = tls->sessions; s; s = s->next)
 		if (!strcmp(s->address, address)) {
-			/* A copy: handshakes on two threads at once must not
-			 * share one SSL_SESSION (OpenSSL updates it). */
-			sess = SSL_SESSION_dup(s->sess);
+			sess = s->sess;
+			SSL_SESSION_up_ref(sess);
 			break;
 		}
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&tls->mu);
 	return sess;
 }
 
-/* Keeps @ssl's session for its endpoint if it can be resumed. */
+/*
+ * Keeps @ssl's session for its endpoint when it can be resumed and is not
+ * the one stored already. Never in a fork child: the mutex may have been
+ * held by a parent's thread at the fork, and the child's copy dies anyway.
+ */
 static void
-session_put(struct cpool_tls *t, struct tls_conn *tc, const char *address)
+sess_put(struct cpool_tls *tls, struct cpool_conn *c, SSL *ssl)
 {
-	SSL_SESSION *sess;
-	struct tls_session *s;
+	const char *address = cpool_conn_address(c);
+	SSL_SESSION *sess = SSL_get0_session(ssl);
+	struct tls_sess *s;
+	size_t len;
 
-	if (!t->resume || tc->stored)
+	if (!tls->resume || !sess || !SSL_SESSION_is_resumable(sess) ||
+	    getpid() != tls->pid || !address)
 		return;
-	sess = SSL_get1_session(tc->ssl);
-	if (!sess)
-		return;
-	if (!SSL_SESSION_is_resumable(sess)) {
-		SSL_SESSION_free(sess);
-		return;
-	}
-	tc->stored = true;
-	pthread_mutex_lock(&t->lock);
-	for (s = t->sessions; s; s = s->next)
+	pthread_mutex_lock(&tls->mu);
+	for (s = tls->sessions; s; s = s->next)
 		if (!strcmp(s->address, address))
 			break;
-	if (!s && (s = calloc(1, sizeof(*s) + strlen(address) + 1))) {
-		strcpy(s->address, address);
-		s->next = t->sessions;
-		t->sessions = s;
-	}
-	if (s) {
+	if (s && s->sess != sess) {
 		SSL_SESSION_free(s->sess);
+		SSL_SESSION_up_ref(sess);
 		s->sess = sess;
-	} else {
-		SSL_SESSION_free(sess);
+	} else if (!s) {
+		len = strlen(address) + 1;
+		s = malloc(sizeof(*s) + len);
+		if (s) {
+			memcpy(s->address, address, len);
+			SSL_SESSION_up_ref(sess);
+			s->sess = sess;
+			s->next = tls->sessions;
+			tls->sessions = s;
+		}
 	}
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&tls->mu);
 }
 
-/* The host part of "host:port" or "[v6]:port" into @buf; false if none. */
-static bool
+/* The host part of "host:port" or "[v6]:port" into @buf. */
+static int
 host_of(const char *address, char *buf, size_t len)
 {
 	const char *end;
 	size_t n;
 
-	if (!strncmp(address, "unix:", 5))
-		return false;
+	if (!address)
+		return -EINVAL;
 	if (address[0] == '[') {
-		address++;
 		end = strchr(address, ']');
+		if (!end)
+			return -EINVAL;
+		address++;
 	} else {
 		end = strrchr(address, ':');
+		if (!end)
+			end = address + strlen(address);
 	}
-	if (!end || end == address)
-		return false;
 	n = (size_t)(end - address);
-	if (n >= len)
-		return false;
+	if (n == 0 || n >= len)
+		return -EINVAL;
 	memcpy(buf, address, n);
 	buf[n] = '\0';
-	return true;
+	return 0;
 }
 
 static bool
-is_ip(const char *name)
+is_ip_literal(const char *host)
 {
 	unsigned char b[16];
 
-	return inet_pton(AF_INET, name, b) == 1 ||
-	       inet_pton(AF_INET6, name, b) == 1;
+	return inet_pton(AF_INET, host, b) == 1 ||
+	       inet_pton(AF_INET6, host, b) == 1;
 }
 
+/* SNI and the name to verify: a DNS name gets both, an IP literal neither
+ * SNI (RFC 6066 forbids it) but an IP check. */
 static int
-set_nonblock(int fd, bool on, int *old)
+set_names(struct cpool_tls *tls, struct cpool_conn *c, SSL *ssl)
 {
-	int fl = fcntl(fd, F_GETFL);
+	char host[256];
+	const char *name = tls->server_name;
+	int err;
 
-	if (fl == -1)
-		return -errno;
-	*old = fl;
-	if (!!(fl & O_NONBLOCK) == on)
+	if (!name) {
+		err = host_of(cpool_conn_address(c), host, sizeof(host));
+		if (err)
+			return err;
+		name = host;
+	}
+	if (is_ip_literal(name)) {
+		if (tls->verify &&
+		    !X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name))
+			return -EINVAL;
 		return 0;
-	return fcntl(fd, F_SETFL, on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK) == -1
-		       ? -errno
-		       : 0;
+	}
+	if (!SSL_set_tlsext_host_name(ssl, name))
+		return -EINVAL;
+	if (tls->verify && !SSL_set1_host(ssl, name))
+		return -ENOMEM;
+	return 0;
 }
 
 static int64_t
-now_ms(void)
+mono_ms(void)
 {
 	struct timespec ts;
 
@@ -284,181 +292,231 @@ now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* SSL_connect on a nonblocking fd until done or @deadline: 0 or -errno. */
+/* Maps a failed SSL_connect to -errno; @ret its return value. */
 static int
-handshake(SSL *ssl, int fd, int64_t deadline)
+handshake_err(SSL *ssl, int ret, int saved_errno)
 {
+	unsigned long e;
+
+	switch (SSL_get_error(ssl, ret)) {
+	case SSL_ERROR_SYSCALL:
+		if (saved_errno == ECONNRESET || saved_errno == EPIPE)
+			return -ECONNRESET;
+		return -ECONNABORTED;
+	case SSL_ERROR_ZERO_RETURN:
+		return -ECONNABORTED;
+	case SSL_ERROR_SSL:
+		if (SSL_get_verify_result(ssl) != X509_V_OK)
+			return -EPERM;
+		e = ERR_peek_last_error();
+		if (ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING)
+			return -ECONNABORTED;
+		if (ERR_GET_REASON(e) == SSL_R_CERTIFICATE_VERIFY_FAILED)
+			return -EPERM;
+		return -EPROTO;
+	default:
+		return -EPROTO;
+	}
+}
+
+/*
+ * SSL_connect on @fd made nonblocking, poll()ing for what it wants until
+ * @timeout_ms from now. Returns 0 or -errno.
+ */
+static int
+handshake(SSL *ssl, int fd, unsigned timeout_ms)
+{
+	int64_t deadline = mono_ms() + timeout_ms;
 	struct pollfd pfd = { .fd = fd };
-	int rc, err, left;
+	int ret, err;
 
 	for (;;) {
 		ERR_clear_error();
-		rc = SSL_connect(ssl);
-		if (rc == 1)
+		errno = 0;
+		ret = SSL_connect(ssl);
+		if (ret == 1)
 			return 0;
-		err = SSL_get_error(ssl, rc);
+		err = SSL_get_error(ssl, ret);
 		if (err == SSL_ERROR_WANT_READ)
 			pfd.events = POLLIN;
 		else if (err == SSL_ERROR_WANT_WRITE)
 			pfd.events = POLLOUT;
-		else if (err == SSL_ERROR_SYSCALL)
-			return errno ? -errno : -ECONNRESET;
-		else if (SSL_get_verify_result(ssl) != X509_V_OK)
-			return -EPERM;
 		else
-			return -EPROTO;
-		left = (int)(deadline - now_ms());
-		if (left <= 0)
-			return -ETIMEDOUT;
-		rc = poll(&pfd, 1, left);
-		if (rc == -1 && errno != EINTR)
-			return -errno;
+			return handshake_err(ssl, ret, errno);
+		for (;;) {
+			int64_t left = deadline - mono_ms();
+
+			if (left <= 0)
+				return -ETIMEDOUT;
+			ret = poll(&pfd, 1, (int)left);
+			if (ret > 0)
+				break;
+			if (ret == -1 && errno != EINTR)
+				return -errno;
+		}
 	}
 }
 
 static int
 tls_open(struct cpool_conn *c, unsigned timeout_ms, void *arg)
 {
-	struct cpool_tls *t = arg;
-	const char *address = cpool_conn_address(c);
-	int fd = cpool_conn_fd(c), fl, err;
-	char host[256];
-	const char *name = t->server_name;
-	SSL_SESSION *sess;
-	struct tls_conn *tc;
+	struct cpool_tls *tls = arg;
+	int fd = cpool_conn_fd(c);
+	SSL_SESSION *sess = NULL;
 	SSL *ssl;
+	int err, fl;
 
-	if (!name && host_of(address, host, sizeof(host)))
-		name = host;
-	tc = calloc(1, sizeof(*tc));
-	ssl = tc ? SSL_new(t->ctx) : NULL;
+	ssl = SSL_new(tls->ctx);
 	if (!ssl) {
-		free(tc);
-		ADD(&t->st.handshake_failures);
-		return -ENOMEM;
-	}
-	err = -EPROTO;
-	if (!set_fd_nosig(ssl, fd))
+		err = -ENOMEM;
 		goto fail;
-	if (name && *name && !is_ip(name) &&
-	    !SSL_set_tlsext_host_name(ssl, name))
+	}
+	if (!SSL_set_fd(ssl, fd)) {
+		err = -ENOMEM;
 		goto fail;
-	if (t->verify) {
-		SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
-		err = -EINVAL; /* nothing to verify against */
-		if (!name || !*name)
-			goto fail;
-		if (is_ip(name) ? !X509_VERIFY_PARAM_set1_ip_asc(
-					  SSL_get0_param(ssl), name)
-				: !SSL_set1_host(ssl, name))
-			goto fail;
 	}
-	if (t->resume && (sess = session_get(t, address))) {
-		SSL_set_session(ssl, sess);
-		SSL_SESSION_free(sess);
-	}
-	err = set_nonblock(fd, true, &fl);
-	if (!err) {
-		err = handshake(ssl, fd, now_ms() + (int64_t)timeout_ms);
-		if (fcntl(fd, F_SETFL, fl) == -1 && !err)
-			err = -errno;
-	}
+	/* Keep the caller's verify callback: only the mode is ours. */
+	SSL_set_verify(ssl, tls->verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE,
+		       SSL_get_verify_callback(ssl));
+	err = set_names(tls, c, ssl);
 	if (err)
 		goto fail;
-	tc->ssl = ssl;
-	cpool_conn_set_ctx(c, tc);
-	ADD(&t->st.handshakes);
+	if (tls->resume) {
+		sess = sess_get(tls, cpool_conn_address(c));
+		if (sess && !SSL_set_session(ssl, sess)) {
+			err = -EPROTO;
+			goto fail;
+		}
+	}
+	fl = fcntl(fd, F_GETFL);
+	if (fl == -1) {
+		err = -errno;
+		goto fail;
+	}
+	if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) == -1) {
+		err = -errno;
+		goto fail;
+	}
+	err = handshake(ssl, fd, timeout_ms);
+	if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl) == -1 && !err)
+		err = -errno;
+	if (err)
+		goto fail;
+	SSL_SESSION_free(sess);
+	atomic_fetch_add(&tls->handshakes, 1);
 	if (SSL_session_reused(ssl))
-		ADD(&t->st.resumed);
-	session_put(t, tc, address); /* TLS 1.2: resumable already */
+		atomic_fetch_add(&tls->resumed, 1);
+	sess_put(tls, c, ssl); /* TLS 1.2: resumable already */
+	cpool_conn_set_ctx(c, ssl);
 	return 0;
 fail:
-	ADD(&t->st.handshake_failures);
+	atomic_fetch_add(&tls->handshake_failures, 1);
+	ERR_clear_error();
+	SSL_SESSION_free(sess);
 	SSL_free(ssl);
-	free(tc);
 	return err;
 }
 
+/*
+ * Reads through TLS without blocking (the pool made the fd nonblocking).
+ * SSL_peek processes every complete record waiting (tickets, KeyUpdate) and
+ * stops at the first application byte, which stays for nobody: the
+ * connection is then closed as unexpected_data anyway.
+ */
 static enum cpool_verdict
 tls_check(struct cpool_conn *c, enum cpool_verdict tcp, void *arg)
 {
-	struct tls_conn *tc = cpool_conn_ctx(c);
-	struct cpool_tls *t = arg;
-	unsigned char b;
-	int n, err;
+	struct cpool_tls *tls = arg;
+	SSL *ssl = cpool_conn_ctx(c);
+	unsigned long e;
+	char b;
+	int ret;
 
-	if (!tc)
+	if (!ssl)
 		return CPOOL_SOCKET_ERROR;
-	if (SSL_get_shutdown(tc->ssl) & SSL_RECEIVED_SHUTDOWN)
-		return CPOOL_PEER_CLOSED;
-	if (SSL_pending(tc->ssl) > 0)
+	if (SSL_pending(ssl) > 0)
 		return CPOOL_UNEXPECTED_DATA;
+	if (SSL_get_shutdown(ssl) & SSL_RECEIVED_SHUTDOWN)
+		return CPOOL_PEER_CLOSED;
 	ERR_clear_error();
 	errno = 0;
-	n = SSL_peek(tc->ssl, &b, 1);
-	if (n > 0)
+	ret = SSL_peek(ssl, &b, 1);
+	if (ret > 0)
 		return CPOOL_UNEXPECTED_DATA;
-	err = SSL_get_error(tc->ssl, n);
-	switch (err) {
+	switch (SSL_get_error(ssl, ret)) {
 	case SSL_ERROR_WANT_READ:
-	case SSL_ERROR_WANT_WRITE:
-		/* Only records of TLS itself, or part of one: alive. */
-		ADD(&t->st.records_consumed);
-		session_put(t, tc, cpool_conn_address(c));
+	case SSL_ERROR_WANT_WRITE: /* a KeyUpdate reply waits to go out */
+		if (SSL_has_pending(ssl) && SSL_pending(ssl) > 0)
+			return CPOOL_UNEXPECTED_DATA;
+		if (tcp == CPOOL_UNEXPECTED_DATA)
+			atomic_fetch_add(&tls->records_consumed, 1);
+		sess_put(tls, c, ssl); /* a ticket may have come */
 		return CPOOL_ALIVE;
 	case SSL_ERROR_ZERO_RETURN:
-		return CPOOL_PEER_CLOSED; /* close_notify */
+		return CPOOL_PEER_CLOSED;
 	case SSL_ERROR_SYSCALL:
 		if (errno == ECONNRESET || errno == EPIPE)
 			return CPOOL_PEER_RESET;
-		if (errno == ETIMEDOUT || errno == EHOSTUNREACH ||
-		    errno == ENETUNREACH)
-			return CPOOL_TIMED_OUT;
-		return errno ? CPOOL_SOCKET_ERROR : CPOOL_PEER_CLOSED;
+		if (errno == 0)
+			return CPOOL_PEER_CLOSED; /* EOF without close_notify */
+		return CPOOL_SOCKET_ERROR;
 	case SSL_ERROR_SSL:
-		/* OpenSSL 3 reports an EOF without close_notify here. */
-		if (ERR_GET_REASON(ERR_peek_last_error()) ==
-		    SSL_R_UNEXPECTED_EOF_WHILE_READING)
+		e = ERR_peek_last_error();
+		ERR_clear_error();
+		if (ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING)
 			return CPOOL_PEER_CLOSED;
 		return CPOOL_SOCKET_ERROR;
 	default:
+		ERR_clear_error();
 		return CPOOL_SOCKET_ERROR;
 	}
 }
 
+/*
+ * Refuses reuse when OpenSSL holds bytes the socket no longer shows (the
+ * probe could not see them), or the session is shut down or unfinished.
+ */
 static int
 tls_release(struct cpool_conn *c, void *arg)
 {
-	struct tls_conn *tc = cpool_conn_ctx(c);
+	SSL *ssl = cpool_conn_ctx(c);
 
-	return !tc || SSL_has_pending(tc->ssl) || SSL_get_shutdown(tc->ssl);
+	if (!ssl || SSL_has_pending(ssl) || SSL_pending(ssl) > 0 ||
+	    SSL_get_shutdown(ssl) || !SSL_is_init_finished(ssl))
+		return 1;
+	sess_put(arg, c, ssl);
+	return 0;
 }
 
+/*
+ * A loud close sends close_notify once, on the fd made nonblocking (the
+ * pool closes it right after: its mode no longer matters), and never waits
+ * for the reply. A quiet one does no I/O: SSL_free alone writes nothing.
+ */
 static int
 tls_close(struct cpool_conn *c, enum cpool_close_reason reason, unsigned flags,
 	  void *arg)
 {
-	struct tls_conn *tc = cpool_conn_ctx(c);
-	struct cpool_tls *t = arg;
-	int fl;
+	struct cpool_tls *tls = arg;
+	SSL *ssl = cpool_conn_ctx(c);
+	int fd = cpool_conn_fd(c), fl;
 
-	if (!tc)
+	if (!ssl)
 		return 0;
 	if (flags & CPOOL_CLOSE_QUIET) {
-		ADD(&t->st.quiet_closes);
+		atomic_fetch_add(&tls->quiet_closes, 1);
 	} else {
-		session_put(t, tc, cpool_conn_address(c));
-		if (!(SSL_get_shutdown(tc->ssl) & SSL_SENT_SHUTDOWN) &&
-		    !set_nonblock(cpool_conn_fd(c), true, &fl)) {
-			ERR_clear_error();
-			SSL_shutdown(tc->ssl); /* one close_notify, no wait */
-			ADD(&t->st.close_notifies);
-		}
+		fl = fcntl(fd, F_GETFL);
+		if (fl != -1 && !(fl & O_NONBLOCK))
+			fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+		sess_put(tls, c, ssl);
+		ERR_clear_error();
+		SSL_shutdown(ssl);
+		atomic_fetch_add(&tls->close_notifies, 1);
 	}
-	SSL_free(tc->ssl);
-	free(tc);
-	cpool_conn_set_ctx(c, NULL);
 	ERR_clear_error();
+	SSL_free(ssl);
+	cpool_conn_set_ctx(c, NULL);
 	return 0;
 }
 
@@ -469,48 +527,3 @@ static const struct cpool_conn_ops tls_ops = {
 	.release = tls_release,
 	.close = tls_close,
 };
-
-const struct cpool_conn_ops *
-cpool_tls_ops(void)
-{
-	return &tls_ops;
-}
-
-void
-cpool_tls_install(struct cpool_tls *t, struct cpool_config *cfg)
-{
-	if (!t || !cfg)
-		return;
-	cfg->conn_ops = &tls_ops;
-	cfg->conn_ops_arg = t;
-}
-
-SSL *
-cpool_tls_ssl(const struct cpool_conn *c)
-{
-	struct tls_conn *tc = c ? cpool_conn_ctx(c) : NULL;
-
-	return tc ? tc->ssl : NULL;
-}
-
-int
-cpool_tls_stats_get(const struct cpool_tls *t, struct cpool_tls_stats *out)
-{
-	struct cpool_tls_stats st;
-
-	if (!t || !out || out->size < sizeof(size_t))
-		return -EINVAL;
-	st.size = sizeof(st);
-#define L(f) st.f = __atomic_load_n(&t->st.f, __ATOMIC_RELAXED)
-	L(handshakes);
-	L(resumed);
-	L(handshake_failures);
-	L(records_consumed);
-	L(close_notifies);
-	L(quiet_closes);
-#undef L
-	memcpy((char *)out + sizeof(size_t), (char *)&st + sizeof(size_t),
-	       (out->size < sizeof(st) ? out->size : sizeof(st)) -
-		       sizeof(size_t));
-	return 0;
-}

@@ -5,8 +5,10 @@
 #   make soak-tsan     the same under TSan, build-tsan/ (default 20 s)
 #
 # SOAK_SECONDS=N on the command line or in the environment sets all three.
-# The soak starts its own memcached and redis-server on free loopback ports
-# and stops them by pid; it needs the packages `make deps` installs.
+# The soak starts its own memcached, redis-server and (as root) PostgreSQL
+# on free loopback ports and stops them by pid; it needs the packages
+# `make deps` installs. Without PostgreSQL (not root, no binaries, or
+# SOAK_NO_PG=1) the postgres target is skipped and the report says why.
 
 ifeq ($(origin SOAK_SECONDS),undefined)
 SOAK_SECONDS := 60
@@ -18,16 +20,19 @@ endif
 SOAK_BIN := $(BUILD)/tests/soak/cpool_soak
 SOAK_OBJS := $(BUILD)/tests/soak/soak_main.o $(BUILD)/tests/util/soak.o \
 	$(BUILD)/tests/util/realsrv.o $(BUILD)/tests/util/fault_server.o \
-	$(BUILD)/tests/util/net.o
+	$(BUILD)/tests/util/net.o $(BUILD)/tests/util/pgsrv.o \
+	$(BUILD)/tests/util/tlssrv.o
 SOAK_LIBS := -lhiredis
 
 .PHONY: soak soak-asan soak-tsan
 
-# Linked like the test binary: the shipped static library.
-$(SOAK_BIN): $(SOAK_OBJS) $(BUILD)/libcpool.a
+# Linked like the test binary: the shipped static libraries, the adapters'
+# (pq for the postgres target, tls for TLS redis) before libcpool's.
+$(SOAK_BIN): $(SOAK_OBJS) $(ADAPTER_ARCHIVES) $(BUILD)/libcpool.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(SAN_LDFLAGS) $(LDFLAGS) -o $@ $(SOAK_OBJS) \
-		$(BUILD)/libcpool.a $(SOAK_LIBS) $(URCU_LIBS) $(SYS_LIBS)
+		$(ADAPTER_ARCHIVES) $(BUILD)/libcpool.a $(ADAPTER_LIBS) \
+		$(SOAK_LIBS) $(URCU_LIBS) $(SYS_LIBS)
 
 soak: deps
 	@$(MAKE) --no-print-directory $(SOAK_BIN)

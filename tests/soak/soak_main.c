@@ -3,7 +3,8 @@
  * make soak / soak-asan / soak-tsan: the chaos soak of tests/util/soak.h as
  * a program. Usage: cpool_soak [seconds] (default: $SOAK_SECONDS, else 60).
  * Exit status 0 when every check passed, 1 when one failed, 2 when the
- * soak could not set up (no memcached or redis-server, ...).
+ * soak could not set up (no memcached or redis-server, ...). A missing
+ * PostgreSQL only turns its target off (the report says why).
  *
  * SIGPIPE is left at its default disposition on purpose: the soak checks
  * that nothing raises it. SIGINT, SIGTERM and SIGHUP stop the servers
@@ -60,8 +61,8 @@ main(int argc, char **argv)
 	signal(SIGTERM, on_signal);
 	signal(SIGHUP, on_signal);
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	printf("cpool_soak: %u s of chaos against memcached, redis-server and "
-	       "the fault server\n", opts.seconds);
+	printf("cpool_soak: %u s of chaos against memcached, redis-server, "
+	       "PostgreSQL (as root) and the fault server\n", opts.seconds);
 	rc = soak_run(&opts, why, sizeof(why));
 	if (rc < 0) {
 		fprintf(stderr, "cpool_soak: setup failed: %s\n", why);

@@ -6,16 +6,32 @@
  *
  * Worker threads run acquire / request / release loops against a real
  * memcached, a real redis-server (hiredis over the pooled fd) and the
- * project's fault server (echo), while the calling thread plays chaos:
+ * project's fault server (echo), all through one pool, and, each through
+ * a pool of its own (conn ops are pool-wide), a PostgreSQL server (libpq
+ * adapter: SELECT of the thread's own row, then an UPSERT of it RETURNING
+ * the value) and a redis-server speaking TLS only (TLS adapter: SET, GET,
+ * INCR in RESP over SSL_write/SSL_read). The calling thread plays chaos:
  * every 100-500 ms it injects three faults through the fault server (FIN,
  * RST, stray bytes, all connections or one; stalls), and every 0.4-1.2 s
- * it restarts memcached or redis (SIGTERM or SIGKILL, same port); some of
- * these happen in a quiet window of their target (soak.c). A
- * sampler thread checks the cap and that no thread is stuck. At the end
- * the pool must be at rest and balanced, and after cpool_destroy() the fd
- * count must be back at its baseline. The chaos must have been real: at
- * least one restart per 2 s and 5 faults per second of run (a 60 s run:
- * 30 restarts, 300 faults; it typically gives about 80 and 600).
+ * it restarts one of the real servers, taking turns (memcached, redis and
+ * TLS redis: SIGTERM or SIGKILL; PostgreSQL: SIGINT fast shutdown, or
+ * SIGKILL of the postmaster and every backend, then crash recovery; all on
+ * the same port); some of these happen in a quiet window of their target
+ * (soak.c). A sampler thread checks the caps and that no thread is stuck.
+ * At the end every pool must be at rest and balanced, and after
+ * cpool_destroy() the fd count must be back at its baseline. The chaos
+ * must have been real: at least one restart per 2 s, each server at least
+ * once per 8 s, and 5 faults per second of run.
+ *
+ * PostgreSQL runs only as root (tests/util/pgsrv.h) and TLS redis only with
+ * a redis-server built with TLS (tests/util/tlssrv.h): otherwise their
+ * target is off and the report says why ("skipped: ..."), which is not a
+ * failure. SOAK_NO_PG=1 and SOAK_NO_TLS=1 turn them off.
+ *
+ * A postgres row and a redis key are written by one thread only, so a
+ * read must return its last acknowledged write, or one of its in-doubt
+ * writes; for postgres across restarts too (synchronous_commit=on: a
+ * commit's reply comes after its WAL write, which a SIGKILL keeps).
  *
  * Definitions the checks use:
  *  - a restart of a server (or a FIN/RST injection on the fault server)
@@ -62,7 +78,8 @@ struct soak_opts {
 /*
  * Runs the soak and prints its report. Returns 0 when every check passed,
  * else the number of failed checks (> 0), or -errno when it could not set
- * up (-ENOENT: memcached or redis-server missing). @why receives the first
+ * up (-ENOENT: memcached or redis-server missing; PostgreSQL or TLS
+ * redis missing only turns their target off). @why receives the first
  * failure (or setup error) as one line.
  */
 int soak_run(const struct soak_opts *opts, char *why, size_t why_len);
