@@ -24,6 +24,11 @@
  * the creating process. The caller's SSL_CTX is never changed (no session
  * callback, no cache mode).
  *
+ * No SIGPIPE, like the rest of cpool (cpool.h): the SSL object writes
+ * through a socket BIO of ours whose write is send(MSG_NOSIGNAL), so
+ * neither the adapter's close_notify nor a caller's SSL_write to a peer
+ * that is gone can kill the process; they fail with EPIPE instead.
+ *
  * Failures of open, as -errno: -ETIMEDOUT the deadline passed; -EPERM the
  * chain or the name did not verify; -ECONNRESET / -ECONNABORTED the peer
  * reset or closed during the handshake; -EPROTO any other TLS error;
@@ -41,6 +46,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -62,6 +68,61 @@ struct cpool_tls {
 };
 
 static const struct cpool_conn_ops tls_ops;
+
+static BIO_METHOD *nosig_method;
+static pthread_once_t nosig_once = PTHREAD_ONCE_INIT;
+
+/* BIO_s_socket()'s write, but send(MSG_NOSIGNAL): EPIPE, never SIGPIPE. */
+static int
+nosig_write(BIO *b, const char *buf, int len)
+{
+	int fd = (int)BIO_get_fd(b, NULL);
+	ssize_t n;
+
+	errno = 0;
+	n = send(fd, buf, (size_t)len, MSG_NOSIGNAL);
+	BIO_clear_retry_flags(b);
+	if (n == -1 && BIO_sock_should_retry(-1))
+		BIO_set_retry_write(b);
+	return (int)n;
+}
+
+/* BIO_s_socket() with our write; everything else is OpenSSL's own. */
+static void
+nosig_init(void)
+{
+	const BIO_METHOD *sock = BIO_s_socket();
+	BIO_METHOD *m;
+
+	m = BIO_meth_new(BIO_TYPE_SOCKET, "cpool socket");
+	if (!m)
+		return;
+	if (!BIO_meth_set_write(m, nosig_write) ||
+	    !BIO_meth_set_read(m, BIO_meth_get_read(sock)) ||
+	    !BIO_meth_set_puts(m, BIO_meth_get_puts(sock)) ||
+	    !BIO_meth_set_ctrl(m, BIO_meth_get_ctrl(sock)) ||
+	    !BIO_meth_set_create(m, BIO_meth_get_create(sock)) ||
+	    !BIO_meth_set_destroy(m, BIO_meth_get_destroy(sock))) {
+		BIO_meth_free(m);
+		return;
+	}
+	nosig_method = m; /* lives as long as the process */
+}
+
+/* A BIO on @fd that does not close it (the pool owns the fd). */
+static BIO *
+nosig_bio(int fd)
+{
+	BIO *b;
+
+	pthread_once(&nosig_once, nosig_init);
+	if (!nosig_method)
+		return NULL;
+	b = BIO_new(nosig_method);
+	if (b)
+		BIO_set_fd(b, fd, BIO_NOCLOSE);
+	return b;
+}
 
 void
 cpool_tls_config_init(struct cpool_tls_config *cfg)
@@ -364,6 +425,7 @@ tls_open(struct cpool_conn *c, unsigned timeout_ms, void *arg)
 	int fd = cpool_conn_fd(c);
 	SSL_SESSION *sess = NULL;
 	SSL *ssl;
+	BIO *bio;
 	int err, fl;
 
 	ssl = SSL_new(tls->ctx);
@@ -371,10 +433,12 @@ tls_open(struct cpool_conn *c, unsigned timeout_ms, void *arg)
 		err = -ENOMEM;
 		goto fail;
 	}
-	if (!SSL_set_fd(ssl, fd)) {
+	bio = nosig_bio(fd);
+	if (!bio) {
 		err = -ENOMEM;
 		goto fail;
 	}
+	SSL_set_bio(ssl, bio, bio); /* the SSL owns it now */
 	/* Keep the caller's verify callback: only the mode is ours. */
 	SSL_set_verify(ssl, tls->verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE,
 		       SSL_get_verify_callback(ssl));
