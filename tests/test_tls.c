@@ -508,3 +508,44 @@ Test(tls, release_refuses_buffered_bytes)
 	assert_stat(st, open, 0);
 	fix_stop(&f);
 }
+
+/* Application bytes on an idle connection (a PUBLISH to a subscriber that
+ * was released): check reads them through TLS and says unexpected_data. */
+Test(tls, app_data_on_idle_is_unexpected)
+{
+	struct cpool_conn *c;
+	struct cpool_stats st;
+	struct cpool_tls_stats ts;
+	char buf[256];
+	struct fix f;
+
+	fix_start(&f, NULL, true);
+	fix_pool(&f);
+	c = tls_lease(&f);
+	/* *3 $9 subscribe $7 cpoolch :1 = 36 bytes */
+	cr_assert_eq(SSL_write(cpool_tls_ssl(c),
+			       "SUBSCRIBE cpoolch\r\n", 19), 19);
+	{
+		int got = 0, n;
+
+		while (got < 36) {
+			n = SSL_read(cpool_tls_ssl(c), buf + got,
+				     (int)sizeof(buf) - got);
+			cr_assert_gt(n, 0);
+			got += n;
+		}
+		cr_assert_eq(got, 36, "subscribe reply %d bytes", got);
+	}
+	cpool_release(c, 0);
+	assert_stats_wait(f.pool, f.srv.address, st, st.idle == 1,
+			  WORKER_WAIT_MS);
+	admin(&f, "PUBLISH cpoolch hello\r\n", buf, sizeof(buf));
+	cr_assert_str_eq(buf, ":1\r\n");
+	assert_stats_wait(f.pool, f.srv.address, st,
+			  st.closed[CPOOL_CLOSE_UNEXPECTED_DATA] == 1 &&
+				  st.open == 0,
+			  WORKER_WAIT_MS);
+	ts = tls_stats(f.tls);
+	assert_stat(ts, close_notifies, 1); /* unexpected_data is loud */
+	fix_stop(&f);
+}
