@@ -176,6 +176,8 @@ Test(tls, prewarmed_survive_tickets)
 
 	fix_start(&f, NULL, true);
 	f.cfg.min_idle_per_endpoint = 4;
+	/* The cap too: with all 4 leased the worker would prewarm more. */
+	f.cfg.max_conns_per_endpoint = 4;
 	fix_pool(&f);
 	assert_stats_wait(f.pool, f.srv.address, st,
 			  st.idle == 4 && st.prewarms == 4, WORKER_WAIT_MS);

@@ -18,7 +18,8 @@
  * for this (a caller may still set it for an application-level ping).
  *
  * Resumption keeps the last resumable SSL_SESSION per endpoint address in a
- * small list under a mutex. TLS 1.3 tickets arrive after the handshake, so
+ * small list under a mutex; a handshake takes it out (one use per session,
+ * see sess_take()). TLS 1.3 tickets arrive after the handshake, so
  * the stored session is refreshed whenever one may have become available:
  * after open, after a check consumed records, at release and at a close in
  * the creating process. The caller's SSL_CTX is never changed (no session
@@ -224,18 +225,26 @@ cpool_tls_stats_get(const struct cpool_tls *tls, struct cpool_tls_stats *out)
 	return 0;
 }
 
-/* The stored session of @address with a reference, or NULL. */
+/*
+ * Takes the stored session of @address out of the store (the caller owns
+ * the reference), or NULL. A session is offered by one handshake only: a
+ * TLS 1.3 ticket should be used once (RFC 8446, C.4), and two handshakes
+ * resuming one SSL_SESSION at once race inside OpenSSL 3.0 on the shared
+ * peer certificate (TSan saw it in tls/restart_under_load_no_stale). The
+ * new connection stores its own session once its tickets arrive.
+ */
 static SSL_SESSION *
-sess_get(struct cpool_tls *tls, const char *address)
+sess_take(struct cpool_tls *tls, const char *address)
 {
 	SSL_SESSION *sess = NULL;
-	struct tls_sess *s;
+	struct tls_sess **pp, *s;
 
 	pthread_mutex_lock(&tls->mu);
-	for (s = tls->sessions; s; s = s->next)
+	for (pp = &tls->sessions; (s = *pp); pp = &s->next)
 		if (!strcmp(s->address, address)) {
 			sess = s->sess;
-			SSL_SESSION_up_ref(sess);
+			*pp = s->next;
+			free(s);
 			break;
 		}
 	pthread_mutex_unlock(&tls->mu);
@@ -446,7 +455,7 @@ tls_open(struct cpool_conn *c, unsigned timeout_ms, void *arg)
 	if (err)
 		goto fail;
 	if (tls->resume) {
-		sess = sess_get(tls, cpool_conn_address(c));
+		sess = sess_take(tls, cpool_conn_address(c));
 		if (sess && !SSL_set_session(ssl, sess)) {
 			err = -EPROTO;
 			goto fail;
