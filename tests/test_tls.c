@@ -86,6 +86,22 @@ tls_stats(const struct cpool_tls *tls)
 	return st;
 }
 
+/*
+ * Waits until the adapter's counters satisfy @cond (reading @ts). The pool
+ * counts closed[] before it runs the close op (pool/endpoint.c,
+ * cpool__ep_conn_close), so a close seen in cpool_stats may not have
+ * reached the adapter yet.
+ */
+#define tls_stats_wait(tls, ts, cond, ms)                                  \
+	({                                                                 \
+		int64_t d_ = now_ms() + (ms);                              \
+		bool held_;                                                \
+		while (!(held_ = ((ts) = tls_stats(tls), (cond))) &&       \
+		       now_ms() < d_)                                      \
+			pause_1ms();                                       \
+		held_;                                                     \
+	})
+
 /* Destroys the pool; then every session made was closed exactly once. */
 static void
 fix_stop(struct fix *f)
@@ -182,15 +198,10 @@ Test(tls, prewarmed_survive_tickets)
 	assert_stats_wait(f.pool, f.srv.address, st,
 			  st.idle == 4 && st.prewarms == 4, WORKER_WAIT_MS);
 	/* The tickets reach the idle sockets; the worker's check eats them. */
-	cr_assert(({
-		bool ok_ = false;
-		int64_t d_ = now_ms() + WORKER_WAIT_MS;
-		while (!(ok_ = tls_stats(f.tls).records_consumed >= 4) &&
-		       now_ms() < d_)
-			pause_1ms();
-		ok_;
-	}), "records_consumed %llu < 4",
-		  (unsigned long long)tls_stats(f.tls).records_consumed);
+	cr_assert(tls_stats_wait(f.tls, ts, ts.records_consumed >= 4,
+				 WORKER_WAIT_MS),
+		  "records_consumed %llu < 4",
+		  (unsigned long long)ts.records_consumed);
 	lease_rounds(&f, 4, 3);
 	st = stats_of(f.pool, f.srv.address);
 	ts = tls_stats(f.tls);
@@ -273,7 +284,9 @@ Test(tls, client_kill_evicted_in_background)
 			  st.closed[CPOOL_CLOSE_PEER_CLOSED] == 3 &&
 				  st.open == 0,
 			  WORKER_WAIT_MS);
-	ts = tls_stats(f.tls);
+	cr_assert(tls_stats_wait(f.tls, ts, ts.quiet_closes == 3,
+				 WORKER_WAIT_MS),
+		  "quiet_closes %llu", (unsigned long long)ts.quiet_closes);
 	assert_stat(st, acquires, 3);
 	assert_stat(ts, quiet_closes, 3);
 	assert_stat(ts, close_notifies, 0);
@@ -547,7 +560,8 @@ Test(tls, app_data_on_idle_is_unexpected)
 			  st.closed[CPOOL_CLOSE_UNEXPECTED_DATA] == 1 &&
 				  st.open == 0,
 			  WORKER_WAIT_MS);
-	ts = tls_stats(f.tls);
+	cr_assert(tls_stats_wait(f.tls, ts, ts.close_notifies >= 1,
+				 WORKER_WAIT_MS));
 	assert_stat(ts, close_notifies, 1); /* unexpected_data is loud */
 	fix_stop(&f);
 }

@@ -13,9 +13,11 @@
  * Bytes OpenSSL already took off the socket are invisible to the pool's
  * MSG_PEEK probe, which would call such a connection alive. They can only
  * get there while a caller reads (SSL_read pulled a record it did not
- * consume), so release refuses reuse when SSL_has_pending() is true: no
- * stray byte ever reaches the next lease, and no check_idle_ms is needed
- * for this (a caller may still set it for an application-level ping).
+ * consume) or while check reads part of a record, so release refuses
+ * reuse when SSL_has_pending() is true and check calls a partial record
+ * unexpected_data: no stray byte ever reaches the next lease, and no
+ * check_idle_ms is needed for this (a caller may still set it for an
+ * application-level ping).
  *
  * Resumption keeps the last resumable SSL_SESSION per endpoint address in a
  * small list under a mutex; a handshake takes it out (one use per session,
@@ -519,7 +521,15 @@ tls_check(struct cpool_conn *c, enum cpool_verdict tcp, void *arg)
 	switch (SSL_get_error(ssl, ret)) {
 	case SSL_ERROR_WANT_READ:
 	case SSL_ERROR_WANT_WRITE: /* a KeyUpdate reply waits to go out */
-		if (SSL_has_pending(ssl) && SSL_pending(ssl) > 0)
+		/*
+		 * Every complete record was processed, so what OpenSSL still
+		 * holds is part of one record. The socket is empty now, the
+		 * probe would call the connection alive, and if that record
+		 * is application data its bytes would reach the next lease:
+		 * close it. (A post-handshake record split across segments
+		 * costs a reconnect; a stray byte to a caller costs more.)
+		 */
+		if (SSL_has_pending(ssl))
 			return CPOOL_UNEXPECTED_DATA;
 		if (tcp == CPOOL_UNEXPECTED_DATA)
 			atomic_fetch_add(&tls->records_consumed, 1);
