@@ -138,6 +138,33 @@ cpool_tls_config_init(struct cpool_tls_config *cfg)
 	cfg->resume = true;
 }
 
+/*
+ * Fills the extension caches of the trusted certificates now, on one
+ * thread. OpenSSL 3.0 fills them lazily at the first verification
+ * (ossl_x509v3_cache_extensions) and tests its "done" flag outside the
+ * lock, so the first handshakes of a pool, running on several threads at
+ * once against one X509_STORE, race on the CA certificate (TSan saw it in
+ * tls/restart_under_load_no_stale). Certificates a by-directory lookup
+ * loads later are not covered.
+ */
+static void
+prime_store(SSL_CTX *ctx)
+{
+	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+	STACK_OF(X509_OBJECT) *objs;
+
+	if (!store || !X509_STORE_lock(store))
+		return;
+	objs = X509_STORE_get0_objects(store);
+	for (int i = 0; objs && i < sk_X509_OBJECT_num(objs); i++) {
+		X509 *x = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
+
+		if (x)
+			X509_check_purpose(x, -1, 0);
+	}
+	X509_STORE_unlock(store);
+}
+
 int
 cpool_tls_new(const struct cpool_tls_config *cfg, struct cpool_tls **out)
 {
@@ -162,6 +189,7 @@ cpool_tls_new(const struct cpool_tls_config *cfg, struct cpool_tls **out)
 	}
 	SSL_CTX_up_ref(cfg->ctx);
 	tls->ctx = cfg->ctx;
+	prime_store(cfg->ctx);
 	tls->verify = cfg->verify;
 	tls->resume = cfg->resume;
 	tls->pid = getpid();
