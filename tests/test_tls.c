@@ -24,7 +24,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -563,5 +566,41 @@ Test(tls, app_data_on_idle_is_unexpected)
 	cr_assert(tls_stats_wait(f.tls, ts, ts.close_notifies >= 1,
 				 WORKER_WAIT_MS));
 	assert_stat(ts, close_notifies, 1); /* unexpected_data is loud */
+	fix_stop(&f);
+}
+
+/* A listener that completes TCP but never speaks TLS: the handshake is
+ * bounded by connect_timeout_ms on the pool's blocking fd (-ETIMEDOUT). */
+Test(tls, silent_server_handshake_times_out)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	socklen_t len = sizeof(sin);
+	struct cpool_conn *c = NULL;
+	struct cpool_tls_stats ts;
+	char addr[32];
+	struct fix f;
+	int64_t t0, ms;
+	int lfd;
+
+	fix_start(&f, NULL, true);
+	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_neq(lfd, -1);
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	cr_assert_eq(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	cr_assert_eq(listen(lfd, 8), 0); /* the kernel accepts; we never do */
+	cr_assert_eq(getsockname(lfd, (struct sockaddr *)&sin, &len), 0);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", ntohs(sin.sin_port));
+	f.cfg.connect_timeout_ms = 300;
+	f.pool = pool_new(&f.cfg);
+	assert_ret(cpool_endpoint_add(f.pool, addr), 0);
+	t0 = now_ms();
+	assert_ret(cpool_acquire(f.pool, addr, &c), -ETIMEDOUT);
+	ms = now_ms() - t0;
+	cr_assert(ms >= 250 && ms < 2000, "handshake gave up after %lld ms",
+		  (long long)ms);
+	ts = tls_stats(f.tls);
+	assert_stat(ts, handshake_failures, 1);
+	assert_stat(ts, handshakes, 0);
+	close(lfd);
 	fix_stop(&f);
 }
