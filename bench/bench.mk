@@ -39,10 +39,17 @@ $(BENCH_COMMON_OBJS) $(BENCH_MAIN_OBJS): $(BENCH_OBJDIR)/%.o: bench/%.c \
 	@mkdir -p $(dir $@)
 	$(CC) $(BENCH_CFLAGS) -c $< -o $@
 
+# bench_tls starts its server with the tests' tlssrv (self-contained).
+$(BENCH_OBJDIR)/bench_tls: BENCH_EXTRA_OBJS := $(BENCH_OBJDIR)/tlssrv.o
+$(BENCH_OBJDIR)/bench_tls: $(BENCH_OBJDIR)/tlssrv.o
+$(BENCH_OBJDIR)/tlssrv.o: tests/util/tlssrv.c tests/util/tlssrv.h bench/bench.mk
+	@mkdir -p $(dir $@)
+	$(CC) $(BENCH_CFLAGS) -c $< -o $@
+
 $(BENCH_BINS): $(BENCH_OBJDIR)/bench_%: $(BENCH_OBJDIR)/bench_%.o \
 		$(BENCH_COMMON_OBJS) $(ADAPTER_ARCHIVES) $(BUILD)/libcpool.a
 	$(CC) $(CFLAGS) $(SAN_LDFLAGS) $(LDFLAGS) -o $@ $< \
-		$(BENCH_COMMON_OBJS) $(BENCH_LIBS)
+		$(BENCH_EXTRA_OBJS) $(BENCH_COMMON_OBJS) $(BENCH_LIBS)
 
 bench: deps
 	@$(MAKE) --no-print-directory bench-build

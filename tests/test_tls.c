@@ -24,7 +24,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -85,6 +88,22 @@ tls_stats(const struct cpool_tls *tls)
 	assert_ret(cpool_tls_stats_get(tls, &st), 0);
 	return st;
 }
+
+/*
+ * Waits until the adapter's counters satisfy @cond (reading @ts). The pool
+ * counts closed[] before it runs the close op (pool/endpoint.c,
+ * cpool__ep_conn_close), so a close seen in cpool_stats may not have
+ * reached the adapter yet.
+ */
+#define tls_stats_wait(tls, ts, cond, ms)                                  \
+	({                                                                 \
+		int64_t d_ = now_ms() + (ms);                              \
+		bool held_;                                                \
+		while (!(held_ = ((ts) = tls_stats(tls), (cond))) &&       \
+		       now_ms() < d_)                                      \
+			pause_1ms();                                       \
+		held_;                                                     \
+	})
 
 /* Destroys the pool; then every session made was closed exactly once. */
 static void
@@ -176,19 +195,16 @@ Test(tls, prewarmed_survive_tickets)
 
 	fix_start(&f, NULL, true);
 	f.cfg.min_idle_per_endpoint = 4;
+	/* The cap too: with all 4 leased the worker would prewarm more. */
+	f.cfg.max_conns_per_endpoint = 4;
 	fix_pool(&f);
 	assert_stats_wait(f.pool, f.srv.address, st,
 			  st.idle == 4 && st.prewarms == 4, WORKER_WAIT_MS);
 	/* The tickets reach the idle sockets; the worker's check eats them. */
-	cr_assert(({
-		bool ok_ = false;
-		int64_t d_ = now_ms() + WORKER_WAIT_MS;
-		while (!(ok_ = tls_stats(f.tls).records_consumed >= 4) &&
-		       now_ms() < d_)
-			pause_1ms();
-		ok_;
-	}), "records_consumed %llu < 4",
-		  (unsigned long long)tls_stats(f.tls).records_consumed);
+	cr_assert(tls_stats_wait(f.tls, ts, ts.records_consumed >= 4,
+				 WORKER_WAIT_MS),
+		  "records_consumed %llu < 4",
+		  (unsigned long long)ts.records_consumed);
 	lease_rounds(&f, 4, 3);
 	st = stats_of(f.pool, f.srv.address);
 	ts = tls_stats(f.tls);
@@ -271,7 +287,9 @@ Test(tls, client_kill_evicted_in_background)
 			  st.closed[CPOOL_CLOSE_PEER_CLOSED] == 3 &&
 				  st.open == 0,
 			  WORKER_WAIT_MS);
-	ts = tls_stats(f.tls);
+	cr_assert(tls_stats_wait(f.tls, ts, ts.quiet_closes == 3,
+				 WORKER_WAIT_MS),
+		  "quiet_closes %llu", (unsigned long long)ts.quiet_closes);
 	assert_stat(st, acquires, 3);
 	assert_stat(ts, quiet_closes, 3);
 	assert_stat(ts, close_notifies, 0);
@@ -506,5 +524,83 @@ Test(tls, release_refuses_buffered_bytes)
 	st = stats_of(f.pool, f.srv.address);
 	assert_stat(st, closed[CPOOL_CLOSE_BY_CALLER], 1);
 	assert_stat(st, open, 0);
+	fix_stop(&f);
+}
+
+/* Application bytes on an idle connection (a PUBLISH to a subscriber that
+ * was released): check reads them through TLS and says unexpected_data. */
+Test(tls, app_data_on_idle_is_unexpected)
+{
+	struct cpool_conn *c;
+	struct cpool_stats st;
+	struct cpool_tls_stats ts;
+	char buf[256];
+	struct fix f;
+
+	fix_start(&f, NULL, true);
+	fix_pool(&f);
+	c = tls_lease(&f);
+	/* *3 $9 subscribe $7 cpoolch :1 = 36 bytes */
+	cr_assert_eq(SSL_write(cpool_tls_ssl(c),
+			       "SUBSCRIBE cpoolch\r\n", 19), 19);
+	{
+		int got = 0, n;
+
+		while (got < 36) {
+			n = SSL_read(cpool_tls_ssl(c), buf + got,
+				     (int)sizeof(buf) - got);
+			cr_assert_gt(n, 0);
+			got += n;
+		}
+		cr_assert_eq(got, 36, "subscribe reply %d bytes", got);
+	}
+	cpool_release(c, 0);
+	assert_stats_wait(f.pool, f.srv.address, st, st.idle == 1,
+			  WORKER_WAIT_MS);
+	admin(&f, "PUBLISH cpoolch hello\r\n", buf, sizeof(buf));
+	cr_assert_str_eq(buf, ":1\r\n");
+	assert_stats_wait(f.pool, f.srv.address, st,
+			  st.closed[CPOOL_CLOSE_UNEXPECTED_DATA] == 1 &&
+				  st.open == 0,
+			  WORKER_WAIT_MS);
+	cr_assert(tls_stats_wait(f.tls, ts, ts.close_notifies >= 1,
+				 WORKER_WAIT_MS));
+	assert_stat(ts, close_notifies, 1); /* unexpected_data is loud */
+	fix_stop(&f);
+}
+
+/* A listener that completes TCP but never speaks TLS: the handshake is
+ * bounded by connect_timeout_ms on the pool's blocking fd (-ETIMEDOUT). */
+Test(tls, silent_server_handshake_times_out)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	socklen_t len = sizeof(sin);
+	struct cpool_conn *c = NULL;
+	struct cpool_tls_stats ts;
+	char addr[32];
+	struct fix f;
+	int64_t t0, ms;
+	int lfd;
+
+	fix_start(&f, NULL, true);
+	lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_neq(lfd, -1);
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	cr_assert_eq(bind(lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	cr_assert_eq(listen(lfd, 8), 0); /* the kernel accepts; we never do */
+	cr_assert_eq(getsockname(lfd, (struct sockaddr *)&sin, &len), 0);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", ntohs(sin.sin_port));
+	f.cfg.connect_timeout_ms = 300;
+	f.pool = pool_new(&f.cfg);
+	assert_ret(cpool_endpoint_add(f.pool, addr), 0);
+	t0 = now_ms();
+	assert_ret(cpool_acquire(f.pool, addr, &c), -ETIMEDOUT);
+	ms = now_ms() - t0;
+	cr_assert(ms >= 250 && ms < 2000, "handshake gave up after %lld ms",
+		  (long long)ms);
+	ts = tls_stats(f.tls);
+	assert_stat(ts, handshake_failures, 1);
+	assert_stat(ts, handshakes, 0);
+	close(lfd);
 	fix_stop(&f);
 }

@@ -13,16 +13,24 @@
  * Bytes OpenSSL already took off the socket are invisible to the pool's
  * MSG_PEEK probe, which would call such a connection alive. They can only
  * get there while a caller reads (SSL_read pulled a record it did not
- * consume), so release refuses reuse when SSL_has_pending() is true: no
- * stray byte ever reaches the next lease, and no check_idle_ms is needed
- * for this (a caller may still set it for an application-level ping).
+ * consume) or while check reads part of a record, so release refuses
+ * reuse when SSL_has_pending() is true and check calls a partial record
+ * unexpected_data: no stray byte ever reaches the next lease, and no
+ * check_idle_ms is needed for this (a caller may still set it for an
+ * application-level ping).
  *
  * Resumption keeps the last resumable SSL_SESSION per endpoint address in a
- * small list under a mutex. TLS 1.3 tickets arrive after the handshake, so
+ * small list under a mutex; a handshake takes it out (one use per session,
+ * see sess_take()). TLS 1.3 tickets arrive after the handshake, so
  * the stored session is refreshed whenever one may have become available:
  * after open, after a check consumed records, at release and at a close in
  * the creating process. The caller's SSL_CTX is never changed (no session
  * callback, no cache mode).
+ *
+ * No SIGPIPE, like the rest of cpool (cpool.h): the SSL object writes
+ * through a socket BIO of ours whose write is send(MSG_NOSIGNAL), so
+ * neither the adapter's close_notify nor a caller's SSL_write to a peer
+ * that is gone can kill the process; they fail with EPIPE instead.
  *
  * Failures of open, as -errno: -ETIMEDOUT the deadline passed; -EPERM the
  * chain or the name did not verify; -ECONNRESET / -ECONNABORTED the peer
@@ -41,6 +49,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -63,6 +72,61 @@ struct cpool_tls {
 
 static const struct cpool_conn_ops tls_ops;
 
+static BIO_METHOD *nosig_method;
+static pthread_once_t nosig_once = PTHREAD_ONCE_INIT;
+
+/* BIO_s_socket()'s write, but send(MSG_NOSIGNAL): EPIPE, never SIGPIPE. */
+static int
+nosig_write(BIO *b, const char *buf, int len)
+{
+	int fd = (int)BIO_get_fd(b, NULL);
+	ssize_t n;
+
+	errno = 0;
+	n = send(fd, buf, (size_t)len, MSG_NOSIGNAL);
+	BIO_clear_retry_flags(b);
+	if (n == -1 && BIO_sock_should_retry(-1))
+		BIO_set_retry_write(b);
+	return (int)n;
+}
+
+/* BIO_s_socket() with our write; everything else is OpenSSL's own. */
+static void
+nosig_init(void)
+{
+	const BIO_METHOD *sock = BIO_s_socket();
+	BIO_METHOD *m;
+
+	m = BIO_meth_new(BIO_TYPE_SOCKET, "cpool socket");
+	if (!m)
+		return;
+	if (!BIO_meth_set_write(m, nosig_write) ||
+	    !BIO_meth_set_read(m, BIO_meth_get_read(sock)) ||
+	    !BIO_meth_set_puts(m, BIO_meth_get_puts(sock)) ||
+	    !BIO_meth_set_ctrl(m, BIO_meth_get_ctrl(sock)) ||
+	    !BIO_meth_set_create(m, BIO_meth_get_create(sock)) ||
+	    !BIO_meth_set_destroy(m, BIO_meth_get_destroy(sock))) {
+		BIO_meth_free(m);
+		return;
+	}
+	nosig_method = m; /* lives as long as the process */
+}
+
+/* A BIO on @fd that does not close it (the pool owns the fd). */
+static BIO *
+nosig_bio(int fd)
+{
+	BIO *b;
+
+	pthread_once(&nosig_once, nosig_init);
+	if (!nosig_method)
+		return NULL;
+	b = BIO_new(nosig_method);
+	if (b)
+		BIO_set_fd(b, fd, BIO_NOCLOSE);
+	return b;
+}
+
 void
 cpool_tls_config_init(struct cpool_tls_config *cfg)
 {
@@ -72,6 +136,33 @@ cpool_tls_config_init(struct cpool_tls_config *cfg)
 	cfg->size = sizeof(*cfg);
 	cfg->verify = true;
 	cfg->resume = true;
+}
+
+/*
+ * Fills the extension caches of the trusted certificates now, on one
+ * thread. OpenSSL 3.0 fills them lazily at the first verification
+ * (ossl_x509v3_cache_extensions) and tests its "done" flag outside the
+ * lock, so the first handshakes of a pool, running on several threads at
+ * once against one X509_STORE, race on the CA certificate (TSan saw it in
+ * tls/restart_under_load_no_stale). Certificates a by-directory lookup
+ * loads later are not covered.
+ */
+static void
+prime_store(SSL_CTX *ctx)
+{
+	X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+	STACK_OF(X509_OBJECT) *objs;
+
+	if (!store || !X509_STORE_lock(store))
+		return;
+	objs = X509_STORE_get0_objects(store);
+	for (int i = 0; objs && i < sk_X509_OBJECT_num(objs); i++) {
+		X509 *x = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
+
+		if (x)
+			X509_check_purpose(x, -1, 0);
+	}
+	X509_STORE_unlock(store);
 }
 
 int
@@ -98,6 +189,7 @@ cpool_tls_new(const struct cpool_tls_config *cfg, struct cpool_tls **out)
 	}
 	SSL_CTX_up_ref(cfg->ctx);
 	tls->ctx = cfg->ctx;
+	prime_store(cfg->ctx);
 	tls->verify = cfg->verify;
 	tls->resume = cfg->resume;
 	tls->pid = getpid();
@@ -163,18 +255,26 @@ cpool_tls_stats_get(const struct cpool_tls *tls, struct cpool_tls_stats *out)
 	return 0;
 }
 
-/* The stored session of @address with a reference, or NULL. */
+/*
+ * Takes the stored session of @address out of the store (the caller owns
+ * the reference), or NULL. A session is offered by one handshake only: a
+ * TLS 1.3 ticket should be used once (RFC 8446, C.4), and two handshakes
+ * resuming one SSL_SESSION at once race inside OpenSSL 3.0 on the shared
+ * peer certificate (TSan saw it in tls/restart_under_load_no_stale). The
+ * new connection stores its own session once its tickets arrive.
+ */
 static SSL_SESSION *
-sess_get(struct cpool_tls *tls, const char *address)
+sess_take(struct cpool_tls *tls, const char *address)
 {
 	SSL_SESSION *sess = NULL;
-	struct tls_sess *s;
+	struct tls_sess **pp, *s;
 
 	pthread_mutex_lock(&tls->mu);
-	for (s = tls->sessions; s; s = s->next)
+	for (pp = &tls->sessions; (s = *pp); pp = &s->next)
 		if (!strcmp(s->address, address)) {
 			sess = s->sess;
-			SSL_SESSION_up_ref(sess);
+			*pp = s->next;
+			free(s);
 			break;
 		}
 	pthread_mutex_unlock(&tls->mu);
@@ -364,6 +464,7 @@ tls_open(struct cpool_conn *c, unsigned timeout_ms, void *arg)
 	int fd = cpool_conn_fd(c);
 	SSL_SESSION *sess = NULL;
 	SSL *ssl;
+	BIO *bio;
 	int err, fl;
 
 	ssl = SSL_new(tls->ctx);
@@ -371,10 +472,12 @@ tls_open(struct cpool_conn *c, unsigned timeout_ms, void *arg)
 		err = -ENOMEM;
 		goto fail;
 	}
-	if (!SSL_set_fd(ssl, fd)) {
+	bio = nosig_bio(fd);
+	if (!bio) {
 		err = -ENOMEM;
 		goto fail;
 	}
+	SSL_set_bio(ssl, bio, bio); /* the SSL owns it now */
 	/* Keep the caller's verify callback: only the mode is ours. */
 	SSL_set_verify(ssl, tls->verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE,
 		       SSL_get_verify_callback(ssl));
@@ -382,7 +485,7 @@ tls_open(struct cpool_conn *c, unsigned timeout_ms, void *arg)
 	if (err)
 		goto fail;
 	if (tls->resume) {
-		sess = sess_get(tls, cpool_conn_address(c));
+		sess = sess_take(tls, cpool_conn_address(c));
 		if (sess && !SSL_set_session(ssl, sess)) {
 			err = -EPROTO;
 			goto fail;
@@ -446,7 +549,15 @@ tls_check(struct cpool_conn *c, enum cpool_verdict tcp, void *arg)
 	switch (SSL_get_error(ssl, ret)) {
 	case SSL_ERROR_WANT_READ:
 	case SSL_ERROR_WANT_WRITE: /* a KeyUpdate reply waits to go out */
-		if (SSL_has_pending(ssl) && SSL_pending(ssl) > 0)
+		/*
+		 * Every complete record was processed, so what OpenSSL still
+		 * holds is part of one record. The socket is empty now, the
+		 * probe would call the connection alive, and if that record
+		 * is application data its bytes would reach the next lease:
+		 * close it. (A post-handshake record split across segments
+		 * costs a reconnect; a stray byte to a caller costs more.)
+		 */
+		if (SSL_has_pending(ssl))
 			return CPOOL_UNEXPECTED_DATA;
 		if (tcp == CPOOL_UNEXPECTED_DATA)
 			atomic_fetch_add(&tls->records_consumed, 1);

@@ -116,7 +116,7 @@ make_certs(const char *dir)
 		   "basicConstraints=CA:FALSE\n");
 	fclose(f);
 	snprintf(cmd, sizeof(cmd),
-		 "cd '%s' && "
+		 "( cd '%s' && "
 		 "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1"
 		 " -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=cpool-test-ca"
 		 " -addext basicConstraints=critical,CA:TRUE"
@@ -124,7 +124,7 @@ make_certs(const char *dir)
 		 "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1"
 		 " -nodes -keyout srv.key -out srv.csr -subj /CN=localhost && "
 		 "openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key"
-		 " -CAcreateserial -out srv.crt -days 2 -extfile ext.cnf",
+		 " -CAcreateserial -out srv.crt -days 2 -extfile ext.cnf )",
 		 dir);
 	strncat(cmd, " >/dev/null 2>&1", sizeof(cmd) - strlen(cmd) - 1);
 	return system(cmd) == 0 ? 0 : -EIO;
