@@ -80,7 +80,7 @@ reg_del(pid_t pid)
 const char *
 realsrv_name(enum realsrv_kind kind)
 {
-	return kind == REALSRV_MEMCACHED ? "memcached" : "redis-server";
+	return kind == REALSRV_REDIS ? "redis-server" : "memcached";
 }
 
 /* The binary's full path in @buf, or false if PATH has none. */
@@ -184,12 +184,10 @@ pick_port(void)
  * FIN) and dies with the thread that forked it.
  */
 static pid_t
-spawn(const struct realsrv *s)
+spawn(enum realsrv_kind kind, int port)
 {
-	char bin[512], portstr[16], tlsstr[16], crt[96], key[96];
-	enum realsrv_kind kind = s->kind;
-	int port = s->port;
-	const char *argv[40];
+	char bin[512], portstr[16];
+	const char *argv[24];
 	pid_t parent = getpid(), pid;
 	int n = 0;
 
@@ -197,7 +195,7 @@ spawn(const struct realsrv *s)
 		return -ENOENT;
 	snprintf(portstr, sizeof(portstr), "%d", port);
 	argv[n++] = realsrv_name(kind);
-	if (kind == REALSRV_REDIS || kind == REALSRV_REDIS_TLS) {
+	if (kind == REALSRV_REDIS) {
 		const char *args[] = { "--port", portstr, "--bind", "127.0.0.1",
 				       "--save", "", "--appendonly", "no",
 				       "--daemonize", "no", "--loglevel",
@@ -205,19 +203,7 @@ spawn(const struct realsrv *s)
 
 		for (size_t i = 0; i < sizeof(args) / sizeof(args[0]); i++)
 			argv[n++] = args[i];
-	}
-	if (kind == REALSRV_REDIS_TLS) {
-		snprintf(tlsstr, sizeof(tlsstr), "%d", s->tls_port);
-		snprintf(crt, sizeof(crt), "%s/srv.crt", s->dir);
-		snprintf(key, sizeof(key), "%s/srv.key", s->dir);
-		const char *args[] = { "--tls-port", tlsstr, "--tls-cert-file",
-				       crt, "--tls-key-file", key,
-				       "--tls-ca-cert-file", s->ca_file,
-				       "--tls-auth-clients", "no" };
-
-		for (size_t i = 0; i < sizeof(args) / sizeof(args[0]); i++)
-			argv[n++] = args[i];
-	} else if (kind == REALSRV_MEMCACHED) {
+	} else {
 		const char *args[] = { "-l", "127.0.0.1", "-p", portstr,
 				       "-U", "0", "-t", "2" };
 
@@ -263,9 +249,9 @@ spawn(const struct realsrv *s)
 static long
 ask_pid(enum realsrv_kind kind, int port)
 {
-	bool redis = kind != REALSRV_MEMCACHED;
-	const char *cmd = redis ? "INFO server\r\n" : "stats\r\n";
-	const char *key = redis ? "process_id:" : "STAT pid ";
+	const char *cmd = kind == REALSRV_REDIS ? "INFO server\r\n"
+						: "stats\r\n";
+	const char *key = kind == REALSRV_REDIS ? "process_id:" : "STAT pid ";
 	struct sockaddr_in sin = loopback(port);
 	struct timeval tv = { .tv_sec = 1 };
 	char buf[8192];
@@ -335,7 +321,7 @@ wait_ready(struct realsrv *s)
 static int
 launch(struct realsrv *s)
 {
-	pid_t pid = spawn(s);
+	pid_t pid = spawn(s->kind, s->port);
 	int err;
 
 	if (pid < 0)
@@ -345,47 +331,6 @@ launch(struct realsrv *s)
 	if (err && s->pid > 0)
 		realsrv_stop(s, SIGKILL);
 	return err;
-}
-
-/*
- * A CA and a server certificate it signed (EC P-256, 2 days), made with
- * the openssl command in a fresh directory.
- */
-static int
-make_certs(struct realsrv *s)
-{
-	char cmd[1024];
-	int rc;
-
-	snprintf(s->dir, sizeof(s->dir), "/tmp/cpool-tls-XXXXXX");
-	if (!mkdtemp(s->dir))
-		return -errno;
-	snprintf(s->ca_file, sizeof(s->ca_file), "%s/ca.crt", s->dir);
-	snprintf(cmd, sizeof(cmd),
-		 "(cd '%s' && "
-		 "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
-		 "-nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=cpool-test-ca && "
-		 "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
-		 "-nodes -keyout srv.key -out srv.csr -subj /CN=localhost && "
-		 "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > ext && "
-		 "openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key "
-		 "-CAcreateserial -out srv.crt -days 2 -extfile ext)",
-		 s->dir);
-	strncat(cmd, " >/dev/null 2>&1", sizeof(cmd) - strlen(cmd) - 1);
-	rc = system(cmd);
-	return rc == 0 ? 0 : -EIO;
-}
-
-void
-realsrv_cleanup(struct realsrv *s)
-{
-	char cmd[128];
-
-	if (s->kind != REALSRV_REDIS_TLS || !s->dir[0] || s->pid > 0)
-		return;
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", s->dir);
-	if (system(cmd) == 0)
-		s->dir[0] = '\0';
 }
 
 int
@@ -398,27 +343,15 @@ realsrv_start(struct realsrv *s, enum realsrv_kind kind)
 	s->pid = -1;
 	if (!realsrv_available(kind))
 		return -ENOENT;
-	if (kind == REALSRV_REDIS_TLS && (err = make_certs(s)))
-		return err;
-	err = -EADDRINUSE;
 	for (int i = 0; i < START_TRIES && err == -EADDRINUSE; i++) {
 		s->port = pick_port();
 		if (s->port < 0)
 			return s->port;
-		if (kind == REALSRV_REDIS_TLS) {
-			s->tls_port = pick_port();
-			if (s->tls_port < 0)
-				return s->tls_port;
-			if (s->tls_port == s->port)
-				continue;
-		}
 		err = launch(s);
 	}
 	if (err)
 		return err;
 	snprintf(s->address, sizeof(s->address), "127.0.0.1:%d", s->port);
-	snprintf(s->tls_address, sizeof(s->tls_address), "127.0.0.1:%d",
-		 s->tls_port);
 	return 0;
 }
 

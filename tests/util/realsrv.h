@@ -31,7 +31,6 @@
 enum realsrv_kind {
 	REALSRV_MEMCACHED,
 	REALSRV_REDIS,
-	REALSRV_REDIS_TLS, /* redis-server --tls-port, plus a plain port */
 };
 
 struct realsrv {
@@ -39,16 +38,6 @@ struct realsrv {
 	int port;
 	pid_t pid;		/* -1 while stopped */
 	char address[32];	/* "127.0.0.1:port", for the pool */
-	/*
-	 * REALSRV_REDIS_TLS: @port/@address stay plain (readiness, admin
-	 * commands such as CLIENT KILL); TLS clients use these. The CA that
-	 * signed the server's certificate (CN localhost, SAN IP:127.0.0.1 and
-	 * DNS:localhost) is @dir/ca.crt; made at start, kept across restarts.
-	 */
-	int tls_port;
-	char tls_address[32];
-	char dir[64];
-	char ca_file[96];
 };
 
 /* "memcached" or "redis-server". */
@@ -79,9 +68,6 @@ int realsrv_start_again(struct realsrv *s);
 
 /* realsrv_stop(@sig), then realsrv_start_again(). */
 int realsrv_restart(struct realsrv *s, int sig);
-
-/* Removes the certificate directory of a stopped REALSRV_REDIS_TLS. */
-void realsrv_cleanup(struct realsrv *s);
 
 /* SIGKILLs every child still running and reaps it. Async-signal-safe. */
 void realsrv_kill_all(void);
