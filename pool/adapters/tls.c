@@ -286,6 +286,15 @@ sess_take(struct cpool_tls *tls, const char *address)
  * the one stored already. Never in a fork child: the mutex may have been
  * held by a parent's thread at the fork, and the child's copy dies anyway.
  */
+static int stored_idx = -1; /* SSL ex_data: the session last stored */
+static pthread_once_t stored_once = PTHREAD_ONCE_INIT;
+
+static void
+stored_init(void)
+{
+	stored_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
+
 static void
 sess_put(struct cpool_tls *tls, struct cpool_conn *c, SSL *ssl)
 {
@@ -294,9 +303,16 @@ sess_put(struct cpool_tls *tls, struct cpool_conn *c, SSL *ssl)
 	struct tls_sess *s;
 	size_t len;
 
-	if (!tls->resume || !sess || !SSL_SESSION_is_resumable(sess) ||
-	    getpid() != tls->pid || !address)
+	/*
+	 * Each session once: release runs this on every lease, and a session
+	 * this connection stored already needs no lock and no getpid().
+	 */
+	if (!tls->resume || !sess || stored_idx < 0 ||
+	    SSL_get_ex_data(ssl, stored_idx) == sess ||
+	    !SSL_SESSION_is_resumable(sess) || getpid() != tls->pid ||
+	    !address)
 		return;
+	SSL_set_ex_data(ssl, stored_idx, sess); /* a mark, no reference */
 	pthread_mutex_lock(&tls->mu);
 	for (s = tls->sessions; s; s = s->next)
 		if (!strcmp(s->address, address))
@@ -467,6 +483,7 @@ tls_open(struct cpool_conn *c, unsigned timeout_ms, void *arg)
 	BIO *bio;
 	int err, fl;
 
+	pthread_once(&stored_once, stored_init);
 	ssl = SSL_new(tls->ctx);
 	if (!ssl) {
 		err = -ENOMEM;
