@@ -334,12 +334,12 @@ snap_of(struct target *t)
 }
 
 /*
- * OpenSSL's socket BIO writes with write(), not send(MSG_NOSIGNAL): an
- * SSL_write or close_notify to a dead server raises SIGPIPE, which the
- * soak leaves at SIG_DFL on purpose (the pool itself must never raise
- * it). So SIGPIPE is blocked in a thread only around TLS work (the TLS
- * pool's own threads are created with it blocked), and each one raised
- * there is taken with sigtimedwait() and counted for the report.
+ * OpenSSL's own socket BIO writes with write(), not send(MSG_NOSIGNAL): an
+ * SSL_write or close_notify to a dead server would raise SIGPIPE, which the
+ * soak leaves at SIG_DFL on purpose. libcpool_tls installs a MSG_NOSIGNAL
+ * BIO, so there must be none: SIGPIPE is blocked in a thread around TLS
+ * work (the TLS pool's own threads are created with it blocked), each one
+ * raised there is taken with sigtimedwait(), counted, and fails the soak.
  */
 static void
 sigpipe_block(sigset_t *old)
@@ -2235,13 +2235,20 @@ report_pool(struct soak *s, const struct cpool_stats *whole,
 		s->fd_pool, s->fd_destroy, s->fd_end);
 	fprintf(o, "SIGPIPE: %s at start and end; the process is alive\n",
 		s->pipe_ok ? "SIG_DFL" : "NOT SIG_DFL");
-	if (s->t[T_TLS].on)
-		fprintf(o, "note: SIGPIPEs raised by OpenSSL's socket BIO "
-			"(blocked around TLS work only, taken): %" PRIu64 " in "
-			"SSL_write of requests, %" PRIu64 " in releases "
-			"(close_notify), %u at setup/destroy\n",
+	if (s->t[T_TLS].on) {
+		fprintf(o, "SIGPIPE in TLS work (blocked around it, taken): "
+			"%" PRIu64 " in SSL_write of requests, %" PRIu64 " in "
+			"releases (close_notify), %u at setup/destroy\n",
 			tot->tls_pipes_req, tot->tls_pipes_rel,
 			s->tls_pipes_other);
+		/* libcpool_tls writes with MSG_NOSIGNAL: there must be none. */
+		if (tot->tls_pipes_req || tot->tls_pipes_rel ||
+		    s->tls_pipes_other)
+			fail(s, "SIGPIPE raised in TLS work: %" PRIu64
+				" + %" PRIu64 " + %u",
+			     tot->tls_pipes_req, tot->tls_pipes_rel,
+			     s->tls_pipes_other);
+	}
 	if (tot->reused_old)
 		fprintf(o, "note: %" PRIu64 " requests succeeded on reused "
 			"connections labelled with an earlier instance\n",
