@@ -12,7 +12,8 @@
  * The pointer fields are never the fuzzer's: on_connect becomes NULL or a
  * function that aborts (cpool_create must never call it), log_fn NULL or a
  * local checker, chosen by whether their bytes in the input are non-zero;
- * user_data always points at the harness's own context.
+ * user_data and conn_ops_arg always point at the harness's own context,
+ * and conn_ops is NULL or ops whose check aborts (create never calls one).
  *
  * What it checks, beyond ASan/UBSan/CPOOL_BUG_ON being quiet:
  *  - cpool_create returns 0, -EINVAL or -ENOMEM; the pool is written only
@@ -51,7 +52,7 @@
  * added here (and to sanitize() if it is a pointer) before this compiles.
  */
 _Static_assert(sizeof(struct cpool_config) ==
-		       offsetof(struct cpool_config, user_data) +
+		       offsetof(struct cpool_config, check_idle_ms) +
 			       sizeof(void *),
 	       "struct cpool_config grew: review fuzz_config.c");
 
@@ -105,9 +106,24 @@ put_ptr(unsigned char *buf, size_t n, size_t off, const void *p)
 		memset(buf + off, 0, n - off);
 }
 
+/* cpool_create never calls an op: each one aborts. */
+static enum cpool_verdict
+never_check(struct cpool_conn *c, enum cpool_verdict tcp, void *arg)
+{
+	CHECK(0, "ops->check called at create");
+	return CPOOL_ALIVE;
+}
+
+static const struct cpool_conn_ops fuzz_ops = {
+	.size = sizeof(struct cpool_conn_ops),
+	.check = never_check,
+};
+
 static void
 sanitize(unsigned char *buf, size_t n)
 {
+	size_t oo = offsetof(struct cpool_config, conn_ops);
+	size_t oa = offsetof(struct cpool_config, conn_ops_arg);
 	size_t oc = offsetof(struct cpool_config, on_connect);
 	size_t ol = offsetof(struct cpool_config, log_fn);
 	size_t ou = offsetof(struct cpool_config, user_data);
@@ -119,6 +135,10 @@ sanitize(unsigned char *buf, size_t n)
 	put_ptr(buf, n, oc, conn ? (const void *)never_connect : NULL);
 	put_ptr(buf, n, ol, log ? (const void *)check_log : NULL);
 	put_ptr(buf, n, ou, &ctx);
+	put_ptr(buf, n, oo, field_set(buf, n, oo, sizeof(void *))
+				    ? (const void *)&fuzz_ops
+				    : NULL);
+	put_ptr(buf, n, oa, &ctx);
 	/*
 	 * Each worker is a thread started and joined per input: keep accepted
 	 * counts small (1..4) so the fuzzer stays fast. Counts above 1024 are
@@ -166,7 +186,10 @@ documented_invalid(const unsigned char *buf, size_t size)
 	return FIELD(buf, size, workers) > 1024 || max == 0 ||
 	       FIELD(buf, size, min_idle_per_endpoint) > max ||
 	       FIELD(buf, size, connect_timeout_ms) == 0 ||
-	       (FIELD(buf, size, flags) & ~(CPOOL_NONBLOCK | CPOOL_NO_PIN));
+	       (FIELD(buf, size, flags) & ~(CPOOL_NONBLOCK | CPOOL_NO_PIN)) ||
+	       (FIELD(buf, size, check_idle_ms) &&
+		!field_set(buf, size, offsetof(struct cpool_config, conn_ops),
+			   sizeof(void *)));
 }
 
 static void
