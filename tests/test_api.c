@@ -15,8 +15,9 @@
 #include <unistd.h>
 
 #include "util/check.h"
+#include "util/leakcheck.h"
 
-TestSuite(api, .timeout = 60);
+TestSuite(api, .timeout = 60, .fini = leak_fini);
 
 /* A recognisable pointer that no call may write into an out-parameter. */
 #define SENTINEL_POOL ((struct cpool *)(uintptr_t)0x5e57)

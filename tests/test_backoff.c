@@ -19,8 +19,9 @@
 
 #include "util/check.h"
 #include "util/waitfor.h"
+#include "util/leakcheck.h"
 
-TestSuite(backoff, .timeout = 60);
+TestSuite(backoff, .timeout = 60, .fini = leak_fini);
 
 /* A bound, not listening 127.0.0.1 socket; its "127.0.0.1:port" in @addr. */
 static int

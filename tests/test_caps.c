@@ -15,8 +15,9 @@
 #include <unistd.h>
 
 #include "util/check.h"
+#include "util/leakcheck.h"
 
-TestSuite(caps, .timeout = 120);
+TestSuite(caps, .timeout = 120, .fini = leak_fini);
 
 static int64_t
 now_ns(void)

@@ -14,8 +14,9 @@
 
 #include "util/check.h"
 #include "util/waitfor.h"
+#include "util/leakcheck.h"
 
-TestSuite(export, .timeout = 60);
+TestSuite(export, .timeout = 60, .fini = leak_fini);
 
 #define TEXT_MAX (256 * 1024)
 

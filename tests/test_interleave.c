@@ -28,8 +28,9 @@
 #include "util.h" /* the pause points */
 #include "util/check.h"
 #include "util/waitfor.h"
+#include "util/leakcheck.h"
 
-TestSuite(interleave, .timeout = 60);
+TestSuite(interleave, .timeout = 60, .fini = leak_fini);
 
 extern int (*cpool_debug_pause_hook)(int point, const void *obj)
 	__attribute__((weak));

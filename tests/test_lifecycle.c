@@ -14,8 +14,9 @@
 
 #include "util/check.h"
 #include "util/waitfor.h"
+#include "util/leakcheck.h"
 
-TestSuite(lifecycle, .timeout = 60);
+TestSuite(lifecycle, .timeout = 60, .fini = leak_fini);
 
 Test(lifecycle, removal_with_leases_out_refuses_new_acquires_and_closes_at_release)
 {

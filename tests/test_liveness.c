@@ -16,8 +16,9 @@
 
 #include "util/check.h"
 #include "util/waitfor.h"
+#include "util/leakcheck.h"
 
-TestSuite(liveness, .timeout = 120);
+TestSuite(liveness, .timeout = 120, .fini = leak_fini);
 
 enum fault {
 	F_NONE,

@@ -32,11 +32,13 @@
 #include "util/check.h"
 #include "util/netns.h"
 #include "util/waitfor.h"
+#include "util/leakcheck.h"
 
 static void
 teardown(void)
 {
 	netns_cleanup();
+	leak_fini();
 }
 
 TestSuite(netns, .timeout = 60, .fini = teardown);

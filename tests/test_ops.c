@@ -30,8 +30,9 @@
 
 #include "util/check.h"
 #include "util/waitfor.h"
+#include "util/leakcheck.h"
 
-TestSuite(ops, .timeout = 60);
+TestSuite(ops, .timeout = 60, .fini = leak_fini);
 
 #define CCTX_MAGIC 0x636f6e6eu
 

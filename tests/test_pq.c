@@ -33,8 +33,9 @@
 #include "util/check.h"
 #include "util/pgsrv.h"
 #include "util/waitfor.h"
+#include "util/leakcheck.h"
 
-TestSuite(pq, .timeout = 90);
+TestSuite(pq, .timeout = 90, .fini = leak_fini);
 
 #define PG_WAIT_MS 10000
 

@@ -21,8 +21,9 @@
 
 #include "cpool.h"
 #include "util/net.h"
+#include "util/leakcheck.h"
 
-TestSuite(probe, .timeout = 60);
+TestSuite(probe, .timeout = 60, .fini = leak_fini);
 
 enum scenario {
 	S1_HEALTHY,

@@ -28,8 +28,9 @@
 
 #include "util/check.h"
 #include "util/realsrv.h"
+#include "util/leakcheck.h"
 
-TestSuite(realclients, .timeout = 120);
+TestSuite(realclients, .timeout = 120, .fini = leak_fini);
 
 #define THREADS 4
 #define OPS 150	/* per thread and batch */

@@ -23,8 +23,9 @@
 #include "util/check.h"
 #include "util/realsrv.h"
 #include "util/waitfor.h"
+#include "util/leakcheck.h"
 
-TestSuite(redis, .timeout = 120);
+TestSuite(redis, .timeout = 120, .fini = leak_fini);
 
 #define THREADS 4
 #define OPS 200 /* leases per thread and batch */

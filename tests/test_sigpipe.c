@@ -12,8 +12,9 @@
 #include <stdlib.h>
 
 #include "util/check.h"
+#include "util/leakcheck.h"
 
-TestSuite(sigpipe, .timeout = 60);
+TestSuite(sigpipe, .timeout = 60, .fini = leak_fini);
 
 static void
 assert_sigpipe_default(const char *when)

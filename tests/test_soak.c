@@ -14,10 +14,11 @@
 
 #include "util/realsrv.h"
 #include "util/soak.h"
+#include "util/leakcheck.h"
 
 #define SOAK_TEST_SECONDS 10
 
-TestSuite(soak, .timeout = 180);
+TestSuite(soak, .timeout = 180, .fini = leak_fini);
 
 Test(soak, ten_seconds_of_restarts_and_faults_leave_no_stale_failure)
 {

@@ -13,8 +13,9 @@
 #include <unistd.h>
 
 #include "util/check.h"
+#include "util/leakcheck.h"
 
-TestSuite(sockopts, .timeout = 60);
+TestSuite(sockopts, .timeout = 60, .fini = leak_fini);
 
 static int
 sockopt(int fd, int level, int name)

@@ -16,8 +16,9 @@
 #include <unistd.h>
 
 #include "util/check.h"
+#include "util/leakcheck.h"
 
-TestSuite(stats, .timeout = 60);
+TestSuite(stats, .timeout = 60, .fini = leak_fini);
 
 /*
  * Lets @ms of wall time pass. Used only where elapsed time is itself what

@@ -35,8 +35,9 @@
 #include "util/check.h"
 #include "util/tlssrv.h"
 #include "util/waitfor.h"
+#include "util/leakcheck.h"
 
-TestSuite(tls, .timeout = 60);
+TestSuite(tls, .timeout = 60, .fini = leak_fini);
 
 struct fix {
 	struct tlssrv srv;

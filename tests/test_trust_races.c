@@ -42,8 +42,9 @@
 #include "util/proc.h"
 #include "util/waiter.h"
 #include "util/waitfor.h"
+#include "util/leakcheck.h"
 
-TestSuite(trust, .timeout = 240);
+TestSuite(trust, .timeout = 240, .fini = leak_fini);
 
 static unsigned long long
 closed_sum(const struct cpool_stats *st)

@@ -21,8 +21,9 @@
 
 #include "util/check.h"
 #include "util/waitfor.h"
+#include "util/leakcheck.h"
 
-TestSuite(worker, .timeout = 60);
+TestSuite(worker, .timeout = 60, .fini = leak_fini);
 
 /* TCP state 08 in /proc/net/tcp{,6} (include/net/tcp_states.h). */
 #define TCP_CLOSE_WAIT 0x08
