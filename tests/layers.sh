@@ -2,7 +2,7 @@
 # tests/layers.sh - make check-layers: pool/ is layered, and a file may
 # include only its own header and those of the modules before it:
 #
-#   util alloc rcu log config sock probe   leaves
+#   util alloc rcu log config sock dns probe   leaves
 #   conn      connection objects, their state machine, their fds
 #   shard     idle lists
 #   admit     slots, waiters, handoff
@@ -13,7 +13,7 @@
 #
 # Prints every include that goes up or sideways and fails if there is one.
 set -u
-order="util alloc rcu log config sock probe conn shard admit core endpoint worker lease stats pool"
+order="util alloc rcu log config sock dns probe conn shard admit core endpoint worker lease stats pool"
 rank() { i=0; for m in $order; do [ "$m" = "$1" ] && { echo $i; return; }; i=$((i + 1)); done; echo -1; }
 bad=0
 for f in pool/*.c pool/*.h; do
