@@ -90,6 +90,7 @@ extern "C" {
 /* Opaque handles. */
 struct cpool;
 struct cpool_conn;
+struct cpool_endpoint; /* a referenced endpoint: cpool_endpoint_get() */
 
 /*
  * The liveness classifier's answer (cpool_probe()). Only CPOOL_ALIVE means
@@ -117,8 +118,24 @@ enum cpool_close_reason {
 	CPOOL_CLOSE_MAX_USES,		/* leased max_uses times */
 	CPOOL_CLOSE_BY_CALLER,		/* CPOOL_RELEASE_CLOSE or broken */
 	CPOOL_CLOSE_SHUTDOWN,		/* cpool_destroy() or endpoint removal */
-	CPOOL_CLOSE_REASON_COUNT
+	/*
+	 * The size of cpool_stats.closed[], frozen with the v0.1 reasons so
+	 * that no field of struct cpool_stats ever moves. Reasons added since
+	 * are numbered from here on and counted in cpool_stats.closed_more[]
+	 * at [reason - CPOOL_CLOSE_REASON_COUNT]; cpool_stats_closed() reads
+	 * either. A later reason takes the next number and the next slot of
+	 * closed_more[] (CPOOL_CLOSE_MORE_SLOTS reserved); a caller built
+	 * before it reads 0 for it and sees every other field where it was.
+	 */
+	CPOOL_CLOSE_REASON_COUNT,
+	/* appended in 0.2 */
+	CPOOL_CLOSE_DRAINED = CPOOL_CLOSE_REASON_COUNT, /* its address left
+							 * the name's set */
+	CPOOL_CLOSE_REASON_END		/* every reason is below this */
 };
+
+/* Slots of cpool_stats.closed_more[]: reasons past the v0.1 ones. */
+#define CPOOL_CLOSE_MORE_SLOTS 6
 
 /* cpool_config.flags */
 #define CPOOL_NONBLOCK (1u << 0) /* hand out O_NONBLOCK fds */
@@ -270,6 +287,18 @@ struct cpool_config {
 	unsigned check_idle_ms;		/* ops->check at checkout when idle
 					 * this long; 0 = only when bytes
 					 * wait; needs ops->check */
+	/* appended in 0.2: upstream sets (see cpool_endpoint_add()) */
+	const char *dns_servers;	/* "ip[:port],[v6][:port],..."; NULL =
+					 * the system's; copied at create */
+	unsigned dns_min_ttl_ms;	/* floor on refresh (and for TTL 0);
+					 * 1000; 0 invalid */
+	unsigned dns_max_ttl_ms;	/* ceiling on refresh; 30000; >= min */
+	unsigned happy_eyeballs_ms;	/* delay before the other family; 250;
+					 * 0 = one address at a time */
+	unsigned eject_after_failures;	/* consecutive connect failures that
+					 * eject an address; 5; 0 = never */
+	unsigned max_ejection_percent;	/* most of a set ejected at once; 50;
+					 * <= 100 */
 };
 
 /*
@@ -293,6 +322,39 @@ struct cpool_stats {
 	uint64_t fail_fasts;	 /* acquires refused at once during backoff */
 	uint64_t backoffs;	 /* connect failures that started backoff */
 	uint64_t prewarms;	 /* connections opened by the workers */
+	/* appended in 0.2 */
+	uint64_t closed_more[CPOOL_CLOSE_MORE_SLOTS]; /* reasons from
+				  * CPOOL_CLOSE_REASON_COUNT on: cpool_stats_closed() */
+	uint64_t ejections;	 /* addresses ejected after failing */
+	uint64_t dns_refreshes;	 /* answers that refreshed a name's set */
+	uint64_t dns_failures;	 /* refreshes that failed (set kept) */
+	uint32_t addresses;	 /* addresses in the endpoints' sets now */
+	uint32_t connecting;	 /* connects in flight now */
+};
+
+/* Per-address state bits (cpool_addr_stats.state). */
+#define CPOOL_ADDR_BACKOFF (1u << 0)  /* a connect failed: no new ones yet */
+#define CPOOL_ADDR_EJECTED (1u << 1)  /* out of the set for a while */
+#define CPOOL_ADDR_DRAINING (1u << 2) /* gone from DNS, connections open */
+
+/*
+ * One address of an endpoint's set (cpool_stats_addresses()). Counters
+ * start when the address enters the set; when it leaves and its last
+ * connection closes, it is gone from here and lives on in the endpoint's
+ * totals only. Extensible like struct cpool_stats: callers set size.
+ */
+struct cpool_addr_stats {
+	size_t size;		 /* set by the caller */
+	char address[64];	 /* "10.0.0.5:6379", "[::1]:6379", "unix:..." */
+	unsigned state;		 /* CPOOL_ADDR_* */
+	uint32_t open;		 /* connections open now */
+	uint32_t leased;	 /* ... of which leased */
+	uint32_t connecting;	 /* connects in flight */
+	uint32_t failures;	 /* consecutive connect failures now */
+	uint64_t connects;
+	uint64_t connect_failures;
+	uint64_t ejections;	 /* times ejected */
+	uint64_t ejected_ms;	 /* ejected: how much longer; else 0 */
 };
 
 /**
@@ -361,14 +423,32 @@ CPOOL_API void cpool_shutdown(struct cpool *pool);
  * @pool:    pool
  * @address: "host:port", "[v6addr]:port", "unix:/path" or "unix:@abstract"
  *
- * Host names are resolved here, once (the first address getaddrinfo gives);
- * cpool_acquire() then names the endpoint by the same string, byte for byte.
+ * A host name is an upstream set: every A and AAAA record it resolves to
+ * (c-ares, cfg.dns_servers), kept current by the workers, which resolve it
+ * again at its TTL clamped to [dns_min_ttl_ms, dns_max_ttl_ms]; a failed
+ * refresh keeps the last good set and retries after dns_min_ttl_ms,
+ * doubling up to dns_max_ttl_ms. An address that appears gets new
+ * connections; one that disappears gets no new lease, its idle connections
+ * close at once and its leased ones at release (CPOOL_CLOSE_DRAINED).
+ * New connections go to the less loaded of two random healthy addresses
+ * (leased plus connecting); idle ones are reused whatever their address.
+ * After eject_after_failures consecutive connect failures an address is
+ * ejected for 1 s times its consecutive ejections (at most 30 s), never
+ * more than max_ejection_percent of the set; when no address is healthy
+ * every one is tried. With both families in the set, connects race them
+ * (Happy Eyeballs: the family of the first address first, the other after
+ * happy_eyeballs_ms), within connect_timeout_ms. max_conns_per_endpoint
+ * bounds the whole set. A numeric address or unix path is a set of one
+ * and never touches the resolver. cpool_acquire() names the endpoint by
+ * the same string, byte for byte.
  *
- * Context: MT-safe; blocks for name resolution when @address has a name.
+ * Context: MT-safe; blocks up to 5 s for the first answer when @address
+ *          has a name (on the caller's thread; later ones never are).
  * Return: 0; -EINVAL NULL argument, malformed address, port 0 or > 65535,
  *         unix path too long; -EEXIST already added; -EHOSTUNREACH the name
- *         does not resolve; -EAGAIN temporary resolver failure; -ESHUTDOWN
- *         pool being destroyed; -ECHILD in a fork child; -ENOMEM.
+ *         does not exist or has no address; -EAGAIN or -ETIMEDOUT no
+ *         resolver answered; -ESHUTDOWN pool being destroyed; -ECHILD in a
+ *         fork child; -ENOMEM.
  */
 CPOOL_API int cpool_endpoint_add(struct cpool *pool, const char *address);
 
@@ -387,6 +467,50 @@ CPOOL_API int cpool_endpoint_add(struct cpool *pool, const char *address);
  *         -ECHILD in a fork child.
  */
 CPOOL_API int cpool_endpoint_remove(struct cpool *pool, const char *address);
+
+/**
+ * cpool_endpoint_get() - A referenced handle on an endpoint.
+ * @pool:    pool
+ * @address: as given to cpool_endpoint_add()
+ * @out:     the handle on success; untouched on failure
+ *
+ * For callers that acquire the same endpoint very often: cpool_acquire_ep()
+ * does no lookup. The handle keeps the endpoint's memory (not the endpoint)
+ * alive until cpool_endpoint_put(); after a removal or shutdown it is a
+ * valid object that refuses acquires.
+ *
+ * Context: MT-safe; never blocks.
+ * Return: 0; -EINVAL NULL argument; -ENOENT unknown address; -ESHUTDOWN;
+ *         -ECHILD in a fork child.
+ */
+CPOOL_API int cpool_endpoint_get(struct cpool *pool, const char *address,
+				 struct cpool_endpoint **out);
+
+/**
+ * cpool_endpoint_put() - Drop a handle from cpool_endpoint_get().
+ * @ep: handle; NULL is ignored
+ *
+ * Leases acquired through it stay valid. The last reference frees the
+ * endpoint's memory; a handle may outlive cpool_destroy() of its pool.
+ *
+ * Context: MT-safe; never blocks.
+ */
+CPOOL_API void cpool_endpoint_put(struct cpool_endpoint *ep);
+
+/**
+ * cpool_acquire_ep() - cpool_acquire() through a handle.
+ * @ep:  handle from cpool_endpoint_get()
+ * @out: the lease on success; untouched on failure
+ *
+ * As cpool_acquire() without the lookup. A handle of a removed endpoint
+ * returns -ENOENT for good, also after the same address is added again
+ * (that is a new endpoint, with handles of its own).
+ *
+ * Context: as cpool_acquire().
+ * Return: as cpool_acquire(); -ENOENT the endpoint was removed.
+ */
+CPOOL_API int cpool_acquire_ep(struct cpool_endpoint *ep,
+			       struct cpool_conn **out);
 
 /**
  * cpool_acquire() - Lease a live connection to an endpoint.
@@ -555,8 +679,8 @@ CPOOL_API const char *cpool_verdict_name(enum cpool_verdict v);
 
 /**
  * cpool_close_reason_name() - The verdict names for the first five reasons,
- * then "idle_timeout", "lifetime", "max_uses", "by_caller", "shutdown";
- * "unknown" for anything else.
+ * then "idle_timeout", "lifetime", "max_uses", "by_caller", "shutdown",
+ * "drained"; "unknown" for anything else.
  * @r: reason
  */
 CPOOL_API const char *cpool_close_reason_name(enum cpool_close_reason r);
@@ -590,6 +714,12 @@ CPOOL_API int cpool_stats_get(struct cpool *pool, const char *address,
  * (counters) and cpool_{open,idle,leased}_connections (gauges), each once
  * for the whole pool (no label) and once per endpoint (endpoint="address"),
  * and cpool_closed_total with a reason="..." label (cpool_close_reason_name()).
+ * Each address of an endpoint's set has cpool_address_* series labelled
+ * endpoint="...",address="..." (open, leased and connecting connections,
+ * connects, connect failures, ejections, consecutive failures, and state
+ * 0 healthy, 1 backoff, 2 ejected, 4 draining as a bit set); an address
+ * gone from the set leaves them with its last connection (its counts stay
+ * in the endpoint's totals), so their number follows the sets.
  *
  * Context: MT-safe; never blocks on the network.
  * Return: the length written, without the NUL; -EINVAL NULL @pool, or NULL
@@ -597,6 +727,38 @@ CPOOL_API int cpool_stats_get(struct cpool *pool, const char *address,
  *         child; -ENOMEM.
  */
 CPOOL_API int cpool_stats_format(struct cpool *pool, char *buf, size_t len);
+
+/**
+ * cpool_stats_closed() - Closes of one reason from a cpool_stats_get() read.
+ * @s: stats read with s->size as the caller set it
+ * @r: any reason, old or appended
+ *
+ * Return: closed[r], closed_more[r - CPOOL_CLOSE_REASON_COUNT], or 0 for a
+ *         reason past what @s->size holds or unknown.
+ */
+CPOOL_API uint64_t cpool_stats_closed(const struct cpool_stats *s,
+				      enum cpool_close_reason r);
+
+/**
+ * cpool_stats_addresses() - Per-address state and counters of an endpoint.
+ * @pool:    pool
+ * @address: an endpoint's address
+ * @out:     array of @n entries, each with size set by the caller (the
+ *           first entry's size is used for all)
+ * @n:       entries in @out (0 to count only)
+ * @count:   the number of addresses the endpoint has now (also those
+ *           draining), which may exceed @n
+ *
+ * The endpoint's cpool_stats_get() is the sum of these plus what addresses
+ * gone since have left in its totals.
+ *
+ * Context: MT-safe; never blocks on the network.
+ * Return: 0; -EINVAL NULL @pool, @address or @count, NULL @out with @n > 0,
+ *         size too small; -ENOENT unknown address; -ECHILD in a fork child.
+ */
+CPOOL_API int cpool_stats_addresses(struct cpool *pool, const char *address,
+				    struct cpool_addr_stats *out, unsigned n,
+				    unsigned *count);
 
 /**
  * cpool_strerror() - Text for an error code.

@@ -42,6 +42,11 @@ cpool_config_init(struct cpool_config *cfg)
 	cfg->keepalive_count = 3;
 	cfg->user_timeout_ms = 0;
 	cfg->flags = 0;
+	cfg->dns_min_ttl_ms = 1000;
+	cfg->dns_max_ttl_ms = 30000;
+	cfg->happy_eyeballs_ms = 250;
+	cfg->eject_after_failures = 5;
+	cfg->max_ejection_percent = 50;
 }
 
 static int
@@ -91,6 +96,20 @@ config_validate(const struct cpool_config *c)
 	if (c->check_idle_ms && (!c->conn_ops || !c->conn_ops->check))
 		return invalid(c, "check_idle_ms", c->check_idle_ms,
 			       "needs conn_ops->check");
+	if (c->dns_min_ttl_ms == 0)
+		return invalid(c, "dns_min_ttl_ms", 0, "must be > 0");
+	if (c->dns_max_ttl_ms < c->dns_min_ttl_ms)
+		return invalid(c, "dns_max_ttl_ms", c->dns_max_ttl_ms,
+			       "below dns_min_ttl_ms");
+	if (c->dns_max_ttl_ms > 86400000u)
+		return invalid(c, "dns_max_ttl_ms", c->dns_max_ttl_ms,
+			       "at most a day");
+	if (c->happy_eyeballs_ms > INT_MAX)
+		return invalid(c, "happy_eyeballs_ms", c->happy_eyeballs_ms,
+			       "at most INT_MAX");
+	if (c->max_ejection_percent > 100)
+		return invalid(c, "max_ejection_percent",
+			       c->max_ejection_percent, "at most 100");
 	return 0;
 }
 

@@ -137,6 +137,21 @@ cpool__conn_close_fd(struct cpool_conn *c, struct cpool_conn_set *set)
 }
 
 void
+cpool__conn_take_fd(struct cpool_conn *c, struct cpool_conn *from,
+		    struct cpool_conn_set *set)
+{
+	pthread_mutex_lock(&set->lock);
+	if (c->fd >= 0)
+		close(c->fd);
+	else /* its own attempt ended: it left the set */
+		cds_list_add(&c->all, &set->all);
+	c->fd = from->fd;
+	cds_list_del(&from->all);
+	pthread_mutex_unlock(&set->lock);
+	from->fd = -1;
+}
+
+void
 cpool__conn_adopt(struct cpool_conn *c, struct cpool_conn_set *set, int fd)
 {
 	pthread_mutex_lock(&set->lock);

@@ -27,6 +27,7 @@ enum cpool_conn_state {
 
 struct cpool_idle;
 struct cpool_endpoint;
+struct cpool_uaddr;
 
 struct cpool_conn {
 	int fd;
@@ -35,6 +36,7 @@ struct cpool_conn {
 	bool broken;		 /* a send/recv error: close at release */
 	unsigned uses;		 /* leases so far */
 	struct cpool_endpoint *ep; /* holds a reference on it until freed */
+	struct cpool_uaddr *ua;	 /* its address: a reference until freed */
 	struct cds_list_head link; /* in its home list while CONN_IDLE */
 	uint64_t released_ns;	 /* tick at the last release or give-back */
 	uint64_t expires_ns;	 /* end of life with jitter; UINT64_MAX never */
@@ -129,6 +131,13 @@ void cpool__conn_arm(struct cpool_conn *c);
  * Not in a fork child (@forked): the epoll is the parent's.
  */
 void cpool__conn_unwatch(struct cpool_conn *c, bool forked);
+
+/*
+ * @c takes over @from's fd (a race's winner): @c's own fd is closed, and
+ * @from leaves @set without closing it. Under the set's lock.
+ */
+void cpool__conn_take_fd(struct cpool_conn *c, struct cpool_conn *from,
+			 struct cpool_conn_set *set);
 
 /* Closes the fd and takes @c out of @set, under the set's lock. */
 void cpool__conn_close_fd(struct cpool_conn *c, struct cpool_conn_set *set);

@@ -30,7 +30,10 @@ struct cpool_ep_counters {
 	uint64_t fail_fasts;	 /* acquires refused during backoff */
 	uint64_t backoffs;	 /* connect failures that (re)started backoff */
 	uint64_t prewarms;	 /* connections opened by a worker */
-	uint64_t closed[CPOOL_CLOSE_REASON_COUNT];
+	uint64_t ejections;	 /* addresses ejected */
+	uint64_t dns_refreshes;	 /* answers that refreshed the set */
+	uint64_t dns_failures;	 /* refreshes that failed */
+	uint64_t closed[CPOOL_CLOSE_REASON_END];
 };
 
 /*
@@ -48,6 +51,7 @@ struct cpool_shard_env {
 } CPOOL_ALIGNED;
 
 struct cpool_worker;
+struct cpool_dns;
 
 struct cpool {
 	/* read-mostly */
@@ -81,6 +85,13 @@ struct cpool {
 	unsigned long nlinked;		 /* endpoints in the table (ep_lock) */
 	struct cpool_ep_counters retired; /* counters of freed endpoints */
 	struct cds_list_head all;	 /* the process's pools (pool.c) */
+
+	/* names: the resolver and the endpoints that follow DNS (names.c) */
+	char *dns_servers;		 /* cfg.dns_servers, copied */
+	struct cpool_dns *dns;		 /* worker 0's resolver, or NULL */
+	pthread_mutex_t names_lock;
+	struct cds_list_head names;	 /* named endpoints (names_lock) */
+	uint64_t names_due_ns;		 /* earliest refresh due (relaxed) */
 };
 
 static inline void

@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "dns.h"
 #include "log.h"
 #include "sock.h"
 
@@ -61,54 +62,41 @@ parse_port(const char *p, unsigned short *port)
 	return 0;
 }
 
+/* A numeric host (@family AF_INET6: only that) with @port. */
 static int
-gai_to_errno(int rc, int saved_errno)
-{
-	switch (rc) {
-	case EAI_AGAIN:
-		return -EAGAIN;
-	case EAI_MEMORY:
-		return -ENOMEM;
-	case EAI_SYSTEM:
-		return saved_errno ? -saved_errno : -EHOSTUNREACH;
-	default: /* EAI_NONAME, EAI_NODATA, EAI_FAIL, EAI_ADDRFAMILY, ... */
-		return -EHOSTUNREACH;
-	}
-}
-
-static int
-resolve(const char *host, int flags, int family, unsigned short port,
+numeric(const char *host, int family, unsigned short port,
 	struct cpool_addr *out)
 {
-	struct addrinfo hints = { 0 }, *res;
-	int rc;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&out->ss;
+	struct sockaddr_in *in = (struct sockaddr_in *)&out->ss;
 
-#ifdef CPOOL_FUZZ
-	/* Fuzzing must not hit the resolver: names do not resolve there. */
-	if (!(flags & AI_NUMERICHOST) && inet_pton(AF_INET6, host, &hints) != 1)
-		return -EHOSTUNREACH;
-#endif
-	hints.ai_family = family;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = flags;
-	rc = getaddrinfo(host, NULL, &hints, &res);
-	if (rc)
-		return (flags & AI_NUMERICHOST) ? -EINVAL
-						 : gai_to_errno(rc, errno);
-	if (res->ai_addrlen > sizeof(out->ss)) {
+	if (family == AF_INET6) {
+		/* getaddrinfo for the scope ids ("fe80::1%eth0"); numeric
+		 * only, it never touches the network. */
+		struct addrinfo hints = { 0 }, *res;
+
+		hints.ai_family = AF_INET6;
+		hints.ai_socktype = SOCK_STREAM;
+		hints.ai_flags = AI_NUMERICHOST;
+		if (getaddrinfo(host, NULL, &hints, &res))
+			return -EINVAL;
+		if (res->ai_addrlen != sizeof(*in6)) {
+			freeaddrinfo(res);
+			return -EINVAL;
+		}
+		memcpy(in6, res->ai_addr, sizeof(*in6));
 		freeaddrinfo(res);
-		return -EINVAL;
+		in6->sin6_port = htons(port);
+		out->family = AF_INET6;
+		out->len = sizeof(*in6);
+		return 0;
 	}
-	out->family = res->ai_family;
-	out->len = res->ai_addrlen;
-	memcpy(&out->ss, res->ai_addr, res->ai_addrlen);
-	freeaddrinfo(res);
-	if (out->family == AF_INET)
-		((struct sockaddr_in *)&out->ss)->sin_port = htons(port);
-	else if (out->family == AF_INET6)
-		((struct sockaddr_in6 *)&out->ss)->sin6_port = htons(port);
-	else
-		return -EINVAL;
+	if (inet_pton(AF_INET, host, &in->sin_addr) != 1)
+		return CPOOL_ADDR_NAME;
+	in->sin_family = AF_INET;
+	in->sin_port = htons(port);
+	out->family = AF_INET;
+	out->len = sizeof(*in);
 	return 0;
 }
 
@@ -138,12 +126,10 @@ parse_unix(const char *path, struct cpool_addr *out)
 }
 
 int
-cpool__addr_parse(const char *address, struct cpool_addr *out)
+cpool__addr_split(const char *address, struct cpool_addr *out, char *host,
+		  unsigned short *port)
 {
-	char host[CPOOL_ADDRESS_MAX + 1];
 	const char *colon, *end;
-	unsigned short port;
-	struct in_addr v4;
 	size_t len = strnlen(address, CPOOL_ADDRESS_MAX + 1), hlen;
 	int err;
 
@@ -160,12 +146,12 @@ cpool__addr_parse(const char *address, struct cpool_addr *out)
 		hlen = (size_t)(end - address - 1);
 		if (hlen == 0)
 			return -EINVAL;
-		err = parse_port(end + 2, &port);
+		err = parse_port(end + 2, port);
 		if (err)
 			return err;
 		memcpy(host, address + 1, hlen);
 		host[hlen] = '\0';
-		return resolve(host, AI_NUMERICHOST, AF_INET6, port, out);
+		return numeric(host, AF_INET6, *port, out);
 	}
 
 	colon = strrchr(address, ':');
@@ -174,22 +160,41 @@ cpool__addr_parse(const char *address, struct cpool_addr *out)
 	hlen = (size_t)(colon - address);
 	if (memchr(address, ':', hlen)) /* IPv6 needs brackets */
 		return -EINVAL;
-	err = parse_port(colon + 1, &port);
+	err = parse_port(colon + 1, port);
 	if (err)
 		return err;
 	memcpy(host, address, hlen);
 	host[hlen] = '\0';
-	if (inet_pton(AF_INET, host, &v4) == 1) {
-		struct sockaddr_in *sin = (struct sockaddr_in *)&out->ss;
+	if (memchr(host, '\0', hlen)) /* not reached: strnlen stopped it */
+		return -EINVAL;
+	return numeric(host, AF_INET, *port, out);
+}
 
-		sin->sin_family = AF_INET;
-		sin->sin_addr = v4;
-		sin->sin_port = htons(port);
-		out->family = AF_INET;
-		out->len = sizeof(*sin);
-		return 0;
+int
+cpool__addr_parse(const char *address, struct cpool_addr *out)
+{
+	char host[CPOOL_ADDRESS_MAX + 1];
+	struct cpool_dns_result *res;
+	unsigned short port;
+	int err = cpool__addr_split(address, out, host, &port);
+
+	if (err != CPOOL_ADDR_NAME)
+		return err;
+#ifdef CPOOL_FUZZ
+	/* Fuzzing must not hit the resolver: names do not resolve there. */
+	return -EHOSTUNREACH;
+#endif
+	res = cpool__alloc(sizeof(*res), 0, 0);
+	if (!res)
+		return -ENOMEM;
+	err = cpool__dns_resolve(NULL, host, port, 5000, res);
+	if (!err) {
+		out->family = res->addr[0].family;
+		out->len = res->addr[0].len;
+		memcpy(&out->ss, &res->addr[0].ss, sizeof(out->ss));
 	}
-	return resolve(host, 0, AF_UNSPEC, port, out);
+	cpool__free(res, sizeof(*res));
+	return err;
 }
 
 int
@@ -240,6 +245,7 @@ ep_free(struct cpool_endpoint *ep)
 		CPOOL_BUG_ON(ep->idle[i].count);
 	cpool__conn_set_destroy(&ep->conns);
 	cpool__admit_destroy(&ep->admit);
+	cpool__aset_destroy(&ep->set);
 	cpool__free(ep->idle, idle_array_size(pool));
 	cpool__free(ep, ep->alloc_size);
 	cpool__pool_put(pool);
@@ -260,10 +266,11 @@ share_of(unsigned total, unsigned n, unsigned k)
 }
 
 static struct cpool_endpoint *
-ep_new(struct cpool *pool, const char *address, const struct cpool_addr *a)
+ep_new(struct cpool *pool, const char *address, const struct cpool_addr *a,
+       unsigned n, const char *host, unsigned short port)
 {
-	size_t keylen = strlen(address);
-	size_t size = sizeof(struct cpool_endpoint) + keylen + 1;
+	size_t keylen = strlen(address), hostlen = host ? strlen(host) + 1 : 0;
+	size_t size = sizeof(struct cpool_endpoint) + keylen + 1 + hostlen;
 	struct cpool_endpoint *ep;
 	unsigned k;
 
@@ -286,9 +293,19 @@ ep_new(struct cpool *pool, const char *address, const struct cpool_addr *a)
 	ep->key = (char *)(ep + 1);
 	memcpy(ep + 1, address, keylen + 1);
 	ep->keylen = keylen;
-	ep->family = a->family;
-	ep->salen = a->len;
-	memcpy(&ep->sa, &a->ss, sizeof(a->ss));
+	if (host) {
+		ep->host = (char *)(ep + 1) + keylen + 1;
+		memcpy(ep->host, host, hostlen);
+		ep->port = port;
+	}
+	cpool__aset_init(&ep->set, &pool->cfg, host != NULL, &ep->ndraining,
+			 &ep->ctr);
+	if (cpool__aset_update(&ep->set, a, n) < 0) {
+		cpool__aset_destroy(&ep->set);
+		cpool__free(ep->idle, idle_array_size(pool));
+		cpool__free(ep, size);
+		return NULL;
+	}
 	cpool__admit_init(&ep->admit, pool->cfg.max_conns_per_endpoint,
 			  ep->idle, pool->nshards);
 	cpool__conn_set_init(&ep->conns);
@@ -301,6 +318,7 @@ ep_discard(struct cpool_endpoint *ep)
 {
 	cpool__conn_set_destroy(&ep->conns);
 	cpool__admit_destroy(&ep->admit);
+	cpool__aset_destroy(&ep->set);
 	cpool__free(ep->idle, idle_array_size(ep->pool));
 	cpool__free(ep, ep->alloc_size);
 }
@@ -342,14 +360,15 @@ poke(struct cpool_idle *idle)
 
 int
 cpool__ep_add(struct cpool *pool, const char *address,
-	      const struct cpool_addr *a)
+	      const struct cpool_addr *a, unsigned n, const char *host,
+	      unsigned short port, struct cpool_endpoint **out)
 {
 	struct cpool_endpoint *ep;
 	struct cds_lfht_node *node;
 	unsigned k;
 	int err = 0;
 
-	ep = ep_new(pool, address, a);
+	ep = ep_new(pool, address, a, n, host, port);
 	if (!ep)
 		return -ENOMEM;
 	pthread_mutex_lock(&pool->ep_lock);
@@ -388,7 +407,10 @@ out:
 			continue;
 		poke(&ep->idle[k]);
 	}
-	cpool__ep_put(ep);
+	if (out)
+		*out = ep;
+	else
+		cpool__ep_put(ep);
 	return 0;
 }
 
@@ -438,6 +460,8 @@ cpool__ep_close(struct cpool_endpoint *ep, int err, struct cds_list_head *out)
 	struct cpool *pool = ep->pool;
 	unsigned k;
 
+	/* The handles' answer from now on (cpool_acquire_ep()). */
+	STORE_REL(&ep->dead, err);
 	/* Waiters first: none of them dials a removed endpoint. */
 	cpool__admit_close(&ep->admit, err);
 	cpool__idle_drain(ep->idle, pool->nshards, out);
@@ -445,62 +469,6 @@ cpool__ep_close(struct cpool_endpoint *ep, int err, struct cds_list_head *out)
 	/* The workers let go of the lists (and their references) now. */
 	for (k = 0; k < pool->nshards; k++)
 		poke(&ep->idle[k]);
-}
-
-#define BACKOFF_MIN_NS 10000000ull   /* 10 ms */
-#define BACKOFF_MAX_NS 5000000000ull /* 5 s */
-
-/* Failures of this host, not of the endpoint: no backoff for them. */
-static bool
-local_error(int err)
-{
-	return err == -EMFILE || err == -ENFILE || err == -ENOMEM ||
-	       err == -ENOBUFS || err == -ENOSPC || err == -EAGAIN;
-}
-
-int
-cpool__ep_connect_gate(struct cpool_endpoint *ep, bool *trial, bool count)
-{
-	int zero = 0, err;
-
-	*trial = false;
-	if (likely(!LOAD_RLX(&ep->fail_streak)))
-		return 0;
-	if (cpool__now_ns() >= LOAD_RLX(&ep->backoff_until_ns) &&
-	    __atomic_compare_exchange_n(&ep->trial, &zero, 1, false,
-					__ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
-		*trial = true;
-		return 0;
-	}
-	if (count)
-		ADD_RLX(&ep->ctr.fail_fasts, 1);
-	err = LOAD_RLX(&ep->last_err);
-	return err ? err : -ECONNREFUSED;
-}
-
-void
-cpool__ep_connect_done(struct cpool_endpoint *ep, int err, bool trial)
-{
-	uint64_t delay;
-	unsigned streak;
-
-	if (!err) {
-		if (LOAD_RLX(&ep->fail_streak))
-			STORE_RLX(&ep->fail_streak, 0);
-	} else if (!local_error(err)) {
-		streak = ADD_RLX(&ep->fail_streak, 1);
-		delay = streak >= 10 ? BACKOFF_MAX_NS
-				     : BACKOFF_MIN_NS << (streak - 1);
-		if (delay > BACKOFF_MAX_NS)
-			delay = BACKOFF_MAX_NS;
-		/* Up to 25 % less, so callers do not retry in lockstep. */
-		delay -= cpool__random() % (delay / 4 + 1);
-		STORE_RLX(&ep->last_err, err);
-		STORE_RLX(&ep->backoff_until_ns, cpool__now_ns() + delay);
-		ADD_RLX(&ep->ctr.backoffs, 1);
-	}
-	if (trial)
-		STORE_REL(&ep->trial, 0);
 }
 
 /*
@@ -555,24 +523,156 @@ run_open(struct cpool_endpoint *ep, struct cpool_conn *c, uint64_t deadline_ns)
 	return hook_end(c, pool->ops.open(c, ms, pool->cfg.conn_ops_arg));
 }
 
-/* The pool's own socket and connect, in the handout mode. */
+/*
+ * One connect of a race: its connection object (the caller's, or a
+ * stand-in whose fd the winner may take), its address and its state.
+ */
+struct attempt {
+	struct cpool_conn *c;
+	struct cpool_uaddr *ua;
+	bool trial;
+	int state; /* ATT_IDLE, ATT_RUNNING, ATT_DONE */
+};
+
+enum { ATT_IDLE, ATT_RUNNING, ATT_DONE };
+
+/* Starts attempt @t: 0 connected, 1 running, -errno failed (and done). */
 static int
-conn_connect(struct cpool_endpoint *ep, struct cpool_conn *c,
-	     uint64_t deadline_ns)
+attempt_start(struct cpool_endpoint *ep, struct attempt *t)
 {
 	const struct cpool_config *cfg = &ep->pool->cfg;
 	int err;
 
-	err = cpool__conn_socket(c, &ep->conns, ep->family, cfg);
+	err = cpool__conn_socket(t->c, &ep->conns, t->ua->family, cfg);
 	if (!err)
-		err = cpool__sock_connect(c->fd,
-					  (const struct sockaddr *)&ep->sa,
-					  ep->salen, deadline_ns);
-	if (c->fd >= 0 && !ep->pool->ops.open) /* close owed once connected */
-		c->hooked = !err;
-	if (!err && !c->nonblock)
-		err = cpool__sock_set_nonblock(c->fd, false);
+		err = cpool__sock_connect_start(t->c->fd,
+						(const struct sockaddr *)&t->ua
+							->sa,
+						t->ua->salen);
+	t->state = err == 1 ? ATT_RUNNING : ATT_DONE;
 	return err;
+}
+
+/* A failed or abandoned attempt's end: its fd, its verdict. */
+static void
+attempt_end(struct cpool_endpoint *ep, struct attempt *t, int err,
+	    bool cancelled)
+{
+	if (t->c->fd >= 0)
+		cpool__conn_close_fd(t->c, &ep->conns);
+	t->state = ATT_DONE;
+	cpool__aset_done(&ep->set, t->ua, err, t->trial, cancelled, false);
+}
+
+/*
+ * The pool's own socket and connect: the picked address, and with a
+ * second pick of the other family a race (RFC 8305): the second starts
+ * happy_eyeballs_ms after the first or when the first fails, whichever
+ * is sooner; the first to connect wins and the other is closed; all
+ * within @deadline_ns. The winner's socket ends up in @c (in the handout
+ * mode); *@win is its pick (its verdict is the caller's to give), or -1
+ * when none connected (every verdict given here).
+ */
+static int
+conn_connect(struct cpool_endpoint *ep, struct cpool_conn *c,
+	     const struct cpool_pick *p, uint64_t deadline_ns, int *win)
+{
+	struct cpool *pool = ep->pool;
+	struct cpool_conn stand_in;
+	struct attempt t[2];
+	uint64_t start_next = UINT64_MAX, until;
+	int fds[2], err = -ETIMEDOUT, last = -ETIMEDOUT, r, i, n = 1;
+
+	*win = -1;
+	memset(&stand_in, 0, sizeof(stand_in));
+	stand_in.fd = -1;
+	t[0] = (struct attempt){ c, p->a[0], p->trial[0], ATT_IDLE };
+	if (p->a[1]) {
+		t[1] = (struct attempt){ &stand_in, p->a[1], p->trial[1],
+					 ATT_IDLE };
+		n = 2;
+		start_next = cpool__now_ns() +
+			     (uint64_t)pool->cfg.happy_eyeballs_ms * 1000000u;
+	}
+	r = attempt_start(ep, &t[0]);
+	if (r == 0) {
+		*win = 0;
+		goto won;
+	}
+	if (r < 0) {
+		last = r;
+		attempt_end(ep, &t[0], r, false);
+		start_next = 0;
+	}
+	for (;;) {
+		if (n == 2 && t[1].state == ATT_IDLE &&
+		    cpool__now_ns() >= start_next) {
+			r = attempt_start(ep, &t[1]);
+			if (r == 0) {
+				*win = 1;
+				break;
+			}
+			if (r < 0) {
+				last = r;
+				attempt_end(ep, &t[1], r, false);
+			}
+		}
+		for (i = 0; i < 2; i++)
+			fds[i] = i < n && t[i].state == ATT_RUNNING
+					 ? t[i].c->fd
+					 : -1;
+		if (fds[0] < 0 && fds[1] < 0) {
+			if (n == 2 && t[1].state == ATT_IDLE)
+				continue; /* the first failed: start it now */
+			return last;
+		}
+		until = n == 2 && t[1].state == ATT_IDLE &&
+				start_next < deadline_ns
+			? start_next
+			: deadline_ns;
+		i = cpool__sock_connect_poll(fds, 2, until, &err);
+		if (i == -ETIMEDOUT) {
+			if (until < deadline_ns)
+				continue; /* time to start the other family */
+			break;
+		}
+		if (i < 0) { /* poll() failed: the host's trouble */
+			last = i;
+			break;
+		}
+		if (!err) {
+			*win = i;
+			break;
+		}
+		last = err;
+		attempt_end(ep, &t[i], err, false);
+		if (n == 2 && t[1].state == ATT_IDLE)
+			start_next = 0;
+	}
+	/* The others lose: abandoned, no verdict (or timed out: one). */
+	for (i = 0; i < n; i++) {
+		if (i == *win || t[i].state == ATT_DONE)
+			continue;
+		if (t[i].state == ATT_RUNNING) {
+			attempt_end(ep, &t[i], *win < 0 ? -ETIMEDOUT : 0,
+				    *win >= 0);
+			continue;
+		}
+		t[i].state = ATT_DONE; /* never started */
+		cpool__aset_done(&ep->set, t[i].ua, 0, t[i].trial, true,
+				 false);
+	}
+	if (*win < 0)
+		return last;
+	if (*win == 1)
+		cpool__conn_take_fd(c, &stand_in, &ep->conns);
+won:
+	if (*win == 0 && n == 2 && t[1].state == ATT_IDLE)
+		cpool__aset_done(&ep->set, t[1].ua, 0, t[1].trial, true,
+				 false);
+	if (!pool->ops.open) /* close owed once connected */
+		c->hooked = true;
+	return c->nonblock ? 0 : cpool__sock_set_nonblock(c->fd, false);
 }
 
 /*
@@ -580,7 +680,8 @@ conn_connect(struct cpool_endpoint *ep, struct cpool_conn *c,
  * its mode as dial left it.
  */
 static int
-conn_dial(struct cpool_endpoint *ep, struct cpool_conn *c, uint64_t deadline_ns)
+conn_dial(struct cpool_endpoint *ep, struct cpool_conn *c,
+	  const struct cpool_uaddr *ua, uint64_t deadline_ns)
 {
 	struct cpool *pool = ep->pool;
 	socklen_t len = sizeof(int);
@@ -589,8 +690,8 @@ conn_dial(struct cpool_endpoint *ep, struct cpool_conn *c, uint64_t deadline_ns)
 
 	if (now >= deadline_ns)
 		return -ETIMEDOUT;
-	fd = pool->ops.dial(ep->key, (const struct sockaddr *)&ep->sa,
-			    ep->salen,
+	fd = pool->ops.dial(ep->key, (const struct sockaddr *)&ua->sa,
+			    ua->salen,
 			    (unsigned)((deadline_ns - now + 999999) / 1000000),
 			    &c->ctx, pool->cfg.conn_ops_arg);
 	if (fd < 0)
@@ -610,13 +711,20 @@ conn_dial(struct cpool_endpoint *ep, struct cpool_conn *c, uint64_t deadline_ns)
 
 int
 cpool__ep_conn_open(struct cpool_endpoint *ep, unsigned sh, bool leased,
-		    bool trial, struct cpool_conn **out)
+		    struct cpool_conn **out)
 {
 	struct cpool *pool = ep->pool;
 	uint64_t deadline, jitter;
+	struct cpool_pick p;
 	struct cpool_conn *c;
-	int err;
+	int err, win = -1;
 
+	/* During backoff: fail fast instead of every caller dialing. */
+	err = cpool__aset_pick(&ep->set,
+			       !pool->ops.dial && pool->cfg.happy_eyeballs_ms,
+			       leased, &p);
+	if (err)
+		return err;
 	deadline = cpool__now_ns() +
 		   (uint64_t)pool->cfg.connect_timeout_ms * 1000000u;
 	c = cpool__alloc(sizeof(*c), CPOOL_CACHELINE, sh);
@@ -630,8 +738,12 @@ cpool__ep_conn_open(struct cpool_endpoint *ep, unsigned sh, bool leased,
 	c->expires_ns = UINT64_MAX;
 	c->nonblock = pool->cfg.flags & CPOOL_NONBLOCK;
 	cpool__ep_get(ep);
-	err = pool->ops.dial ? conn_dial(ep, c, deadline)
-			     : conn_connect(ep, c, deadline);
+	if (pool->ops.dial) {
+		win = 0;
+		err = conn_dial(ep, c, p.a[0], deadline);
+	} else {
+		err = conn_connect(ep, c, &p, deadline, &win);
+	}
 	if (!err && pool->cfg.on_connect)
 		err = run_on_connect(ep, c, deadline);
 	if (!err && pool->ops.open) {
@@ -646,6 +758,7 @@ cpool__ep_conn_open(struct cpool_endpoint *ep, unsigned sh, bool leased,
 						  true);
 		goto fail_free;
 	}
+	c->ua = p.a[win];
 	c->reaper = &pool->shards[sh].reaper;
 	if (pool->lifetime_ns) {
 		/* 0-2.5 % less, so a burst of connections does not expire in
@@ -654,7 +767,7 @@ cpool__ep_conn_open(struct cpool_endpoint *ep, unsigned sh, bool leased,
 		c->expires_ns = cpool__coarse_ns() + pool->lifetime_ns - jitter;
 	}
 	ADD_RLX(&ep->ctr.connects, 1); /* open = connects - closes */
-	cpool__ep_connect_done(ep, 0, trial);
+	cpool__aset_done(&ep->set, c->ua, 0, p.trial[win], false, true);
 	if (leased) {
 		ADD_RLX(&ep->leased_adj, 1);
 		cpool__conn_move(c, CONN_NEW, CONN_LEASED);
@@ -668,7 +781,14 @@ fail_free:
 	cpool__ep_put(ep); /* never the last: the caller holds one */
 fail:
 	ADD_RLX(&ep->ctr.connect_failures, 1);
-	cpool__ep_connect_done(ep, err, trial);
+	if (win >= 0) /* connected, then the handshake or the watch failed */
+		cpool__aset_done(&ep->set, p.a[win], err, p.trial[win], false,
+				 false);
+	else if (!c) /* no memory: nothing was tried */
+		for (win = 0; win < 2; win++)
+			if (p.a[win])
+				cpool__aset_done(&ep->set, p.a[win], err,
+						 p.trial[win], true, false);
 	cpool__log(&pool->cfg, CPOOL_LOG_WARN, "connect to %s: %s", ep->key,
 		   cpool_strerror(err));
 	return err;
@@ -747,6 +867,8 @@ cpool__ep_conn_close(struct cpool_conn *c, enum cpool_close_reason reason,
 		ADD_RLX(&ep->leased_adj, -1);
 	cpool__ep_conn_release_fd(ep, c, reason,
 				  forked || quiet_reason(reason));
+	if (!forked)
+		cpool__aset_closed(c->ua);
 	cpool__conn_move(c, CONN_BUSY, CONN_CLOSED);
 	if (forked) { /* the child's admission is the parent's snapshot */
 		cpool__ep_conn_free(c);
@@ -762,9 +884,60 @@ void
 cpool__ep_conn_free(struct cpool_conn *c)
 {
 	struct cpool_endpoint *ep = c->ep;
+	struct cpool_uaddr *ua = c->ua;
 
 	cpool__free(c, sizeof(*c));
+	cpool__uaddr_put(ua); /* before the endpoint: its set is there */
 	cpool__ep_put(ep);
+}
+
+static bool
+conn_gone(const struct cpool_conn *c)
+{
+	return LOAD_ACQ(&c->ua->gone);
+}
+
+/* Closes the drained connections of gone addresses. */
+static void
+close_gone(struct cds_list_head *out)
+{
+	struct cds_list_head *pos, *tmp;
+
+	cds_list_for_each_safe(pos, tmp, out)
+		cpool__ep_conn_close(cds_list_entry(pos, struct cpool_conn,
+						    link),
+				     CPOOL_CLOSE_DRAINED, false);
+}
+
+int
+cpool__ep_set_update(struct cpool_endpoint *ep, const struct cpool_addr *a,
+		     unsigned n)
+{
+	struct cds_list_head out;
+	int left = cpool__aset_update(&ep->set, a, n);
+
+	if (left <= 0)
+		return left < 0 ? left : 0;
+	/*
+	 * A release that read the set before the change may put a
+	 * connection back after this walk: its worker finds it when it
+	 * arms it (cpool__ep_drain_list()), and a checkout never leases it.
+	 */
+	CDS_INIT_LIST_HEAD(&out);
+	cpool__idle_drain_if(ep->idle, ep->pool->nshards, conn_gone, true,
+			     &out);
+	close_gone(&out);
+	return 0;
+}
+
+void
+cpool__ep_drain_list(struct cpool_endpoint *ep, struct cpool_idle *idle)
+{
+	struct cds_list_head out;
+
+	CDS_INIT_LIST_HEAD(&out);
+	cpool__idle_drain_if(idle, 1, conn_gone, false, &out);
+	close_gone(&out);
 }
 
 void
@@ -774,6 +947,7 @@ cpool__ep_fork_child(struct cpool_endpoint *ep)
 	unsigned k;
 
 	/* Single-threaded here: no lock is taken (a dead thread may own one). */
+	STORE_RLX(&ep->dead, -ECHILD);
 	STORE_RLX(&ep->admit.close_err, -ECHILD);
 	__atomic_or_fetch(&ep->admit.gate, CPOOL_ADMIT_CLOSING,
 			  __ATOMIC_RELEASE);

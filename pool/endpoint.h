@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "addrset.h"
 #include "admit.h"
 #include "conn.h"
 #include "shard.h"
@@ -20,17 +21,20 @@
 /* Longest address string accepted. */
 #define CPOOL_ADDRESS_MAX 1024
 
-struct cpool_addr {
-	int family;
-	socklen_t len;
-	struct sockaddr_storage ss;
-};
+/*
+ * Splits "host:port", "[v6]:port", "unix:/path" or "unix:@abstract":
+ * returns 0 with @out filled for a numeric address or a unix path,
+ * CPOOL_ADDR_NAME with the name in @host (CPOOL_ADDRESS_MAX + 1 bytes) and
+ * *@port for a host name, or -EINVAL for a malformed address.
+ */
+#define CPOOL_ADDR_NAME 1
+int cpool__addr_split(const char *address, struct cpool_addr *out, char *host,
+		      unsigned short *port);
 
 /*
- * Parses "host:port", "[v6]:port", "unix:/path" or "unix:@abstract" and
- * resolves a host name (first getaddrinfo result). Returns 0, -EINVAL for a
- * malformed address, or the resolver's mapped error (-EHOSTUNREACH, -EAGAIN,
- * -ENOMEM).
+ * cpool__addr_split(), and a name resolved to its first address (the
+ * resolver's error: -EHOSTUNREACH, -EAGAIN, -ETIMEDOUT, -ENOMEM). Names
+ * never reach the resolver in fuzzing builds (-EHOSTUNREACH).
  */
 int cpool__addr_parse(const char *address, struct cpool_addr *out);
 
@@ -49,9 +53,8 @@ struct cpool_endpoint {
 	struct cpool_idle *idle; /* [pool->nshards] */
 	size_t keylen;
 	const char *key;	 /* the address string, as added */
-	int family;
-	socklen_t salen;
-	struct sockaddr_storage sa;
+	unsigned ndraining;	 /* gone addresses with connections open */
+	int dead;		 /* removed or shut down: the handle's -errno */
 
 	struct cpool_admit admit; /* its own line: gate, slots, waiters */
 
@@ -59,15 +62,19 @@ struct cpool_endpoint {
 	unsigned refs CPOOL_ALIGNED;
 	int64_t leased_adj;	 /* leases not counted in an idle list */
 	struct cpool_ep_counters ctr;
-	/* connect backoff: exponential 10 ms .. 5 s after consecutive failures */
-	unsigned fail_streak;
-	int last_err;		 /* the last connect error, for fail-fast */
-	int trial;		 /* one trial connect in flight */
-	uint64_t backoff_until_ns; /* CLOCK_MONOTONIC */
+	struct cpool_aset set;	 /* where its connections go (addrset.h) */
 	struct cpool_conn_set conns;
 	struct cds_list_head all; /* pool->endpoints, under pool->ep_lock */
 	struct cds_list_head close_link; /* a remover's or shutdown's list */
 	size_t alloc_size;
+	/* a name's refresh (names.c; names_lock unless said otherwise) */
+	struct cds_list_head name_link;	 /* pool->names, while named */
+	char *host;		 /* the name, or NULL: a set of one */
+	unsigned short port;
+	bool dns_listed;	 /* in pool->names */
+	bool dns_inflight;	 /* a query runs (worker 0's) */
+	uint64_t dns_next_ns;	 /* next refresh due */
+	unsigned dns_retry_ms;	 /* after a failure: min_ttl, doubling */
 };
 
 static inline uint64_t
@@ -173,11 +180,36 @@ cpool__ep_get(struct cpool_endpoint *ep)
 void cpool__ep_put(struct cpool_endpoint *ep);
 
 /*
- * Creates an endpoint for @address and links it in the table (under
- * pool->ep_lock). Returns 0, -EEXIST or -ENOMEM.
+ * Creates an endpoint for @address dialling @a[0..n) (@host: the name it
+ * follows, else NULL) and links it in the table (under pool->ep_lock).
+ * Returns 0 with a reference on it in *@out (NULL: none), -EEXIST or
+ * -ENOMEM.
  */
 int cpool__ep_add(struct cpool *pool, const char *address,
-		  const struct cpool_addr *a);
+		  const struct cpool_addr *a, unsigned n, const char *host,
+		  unsigned short port, struct cpool_endpoint **out);
+
+/*
+ * A name's new answer: makes @a[0..n) the endpoint's set and drains the
+ * addresses that left it (their idle connections close now, with
+ * CPOOL_CLOSE_DRAINED; leased ones at release). Returns 0 or -ENOMEM.
+ */
+int cpool__ep_set_update(struct cpool_endpoint *ep, const struct cpool_addr *a,
+			 unsigned n);
+
+/*
+ * Worker: closes the connections of gone addresses that a release put in
+ * @idle after the drain (it read the set before the change).
+ */
+void cpool__ep_drain_list(struct cpool_endpoint *ep, struct cpool_idle *idle);
+
+/* Whether @c's address left its set: it must not be leased again. */
+static inline bool
+cpool__ep_conn_gone(const struct cpool_endpoint *ep,
+		    const struct cpool_conn *c)
+{
+	return unlikely(LOAD_RLX(&ep->ndraining)) && LOAD_ACQ(&c->ua->gone);
+}
 
 /*
  * Unlinks the endpoint named @address (NULL: every endpoint) from the
@@ -198,26 +230,18 @@ void cpool__ep_close(struct cpool_endpoint *ep, int err,
 		     struct cds_list_head *out);
 
 /*
- * Connect backoff. Before a connect: returns 0 to go ahead (setting *trial
- * when this connect is the one that decides recovery), or the last connect
- * error while the endpoint backs off or another trial is in flight; a
- * refused caller counts in fail_fasts when @count. After the connect,
- * cpool__ep_connect_done() records the result (0 or -errno).
- */
-int cpool__ep_connect_gate(struct cpool_endpoint *ep, bool *trial,
-			   bool count);
-void cpool__ep_connect_done(struct cpool_endpoint *ep, int err, bool trial);
-
-/*
  * Opens a connection to @ep for a caller that holds one of its slots: the
- * connection owns the slot from then on, and a reference on @ep. Registers
- * it with shard @sh. @leased: a caller's new lease (LEASED, counted in the
- * gauge), else a worker's prewarm (BUSY). Counts connects and failures and
- * feeds the backoff (@trial). On failure the slot stays the caller's.
- * Returns 0 or -errno. No lock held: blocks up to connect_timeout_ms.
+ * connection owns the slot from then on, and a reference on @ep. Picks the
+ * address (cpool__aset_pick(): health, balance; a race of both families
+ * when the set has them), registers it with shard @sh. @leased: a caller's
+ * new lease (LEASED, counted in the gauge; a refusal during backoff counts
+ * in fail_fasts), else a worker's prewarm (BUSY). Counts connects and
+ * failures and feeds the address's health. On failure the slot stays the
+ * caller's. Returns 0 or -errno. No lock held: blocks up to
+ * connect_timeout_ms.
  */
 int cpool__ep_conn_open(struct cpool_endpoint *ep, unsigned sh, bool leased,
-			bool trial, struct cpool_conn **out);
+			struct cpool_conn **out);
 
 /*
  * Closes @c (BUSY, the caller's) with @reason: un-watches and closes its

@@ -42,6 +42,7 @@
 
 #include "alloc.h"
 #include "config.h"
+#include "dns.h"
 #include "log.h"
 #include "probe.h"
 #include "worker.h"
@@ -130,6 +131,9 @@ pool_free(struct cpool *pool)
 	cpool__free(pool->workers, sizeof(*pool->workers) * pool->nshards);
 	cpool__free(pool->shards, sizeof(*pool->shards) * pool->nshards);
 	pthread_mutex_destroy(&pool->ep_lock);
+	pthread_mutex_destroy(&pool->names_lock);
+	if (pool->dns_servers)
+		cpool__free(pool->dns_servers, strlen(pool->dns_servers) + 1);
 	close(pool->nullfd);
 	cpool__free(pool, sizeof(*pool));
 }
@@ -147,6 +151,13 @@ cpool_create(const struct cpool_config *cfg, struct cpool **out)
 	err = cpool__config_load(cfg, &c, &ops);
 	if (err)
 		return err;
+	if (c.dns_servers && cpool__dns_servers_check(c.dns_servers)) {
+		cpool__log(&c, CPOOL_LOG_ERROR,
+			   "cpool_create: invalid config: dns_servers = "
+			   "\"%.64s\" (want \"ip[:port],[v6]:port,...\")",
+			   c.dns_servers);
+		return -EINVAL;
+	}
 	pthread_once(&fork_once, fork_register);
 	pool = cpool__alloc(sizeof(*pool), CPOOL_CACHELINE, 0);
 	if (!pool)
@@ -159,6 +170,18 @@ cpool_create(const struct cpool_config *cfg, struct cpool **out)
 	}
 	pool->cfg = c;
 	pool->ops = ops;
+	if (c.dns_servers) {
+		size_t n = strlen(c.dns_servers) + 1;
+
+		pool->dns_servers = cpool__alloc(n, 0, 0);
+		if (!pool->dns_servers) {
+			close(pool->nullfd);
+			cpool__free(pool, sizeof(*pool));
+			return -ENOMEM;
+		}
+		memcpy(pool->dns_servers, c.dns_servers, n);
+		pool->cfg.dns_servers = pool->dns_servers;
+	}
 	if (c.conn_ops)
 		pool->cfg.conn_ops = &pool->ops;
 	if (pool->ops.check)
@@ -184,10 +207,12 @@ cpool_create(const struct cpool_config *cfg, struct cpool **out)
 	}
 	pthread_mutex_init(&pool->ep_lock, NULL);
 	CDS_INIT_LIST_HEAD(&pool->endpoints);
+	cpool__names_init(pool);
 	pool->refs = 1;
 	err = cpool__workers_start(pool);
 	if (err) {
 		pthread_mutex_destroy(&pool->ep_lock);
+		pthread_mutex_destroy(&pool->names_lock);
 		goto fail;
 	}
 	pthread_mutex_lock(&pools_lock);
@@ -200,6 +225,8 @@ fail:
 		cds_lfht_destroy(pool->table, NULL);
 	cpool__free(pool->workers, sizeof(*pool->workers) * pool->nshards);
 	cpool__free(pool->shards, sizeof(*pool->shards) * pool->nshards);
+	if (pool->dns_servers)
+		cpool__free(pool->dns_servers, strlen(pool->dns_servers) + 1);
 	close(pool->nullfd);
 	cpool__free(pool, sizeof(*pool));
 	return err;
@@ -227,10 +254,12 @@ close_unlinked(struct cds_list_head *eps, int err)
 	struct cds_list_head drained, *pos, *tmp;
 
 	cds_list_for_each(pos, eps) {
+		struct cpool_endpoint *ep =
+			cds_list_entry(pos, struct cpool_endpoint, close_link);
+
 		CDS_INIT_LIST_HEAD(&drained);
-		cpool__ep_close(cds_list_entry(pos, struct cpool_endpoint,
-					       close_link),
-				err, &drained);
+		cpool__ep_close(ep, err, &drained);
+		cpool__names_forget(ep->pool, ep);
 		close_drained(&drained);
 	}
 	/* No reader still holds an unlinked endpoint without a reference. */
@@ -358,9 +387,51 @@ cpool_destroy(struct cpool *pool)
 	cpool__nocancel_end(old);
 }
 
+/* A name's first answer, on the caller's thread (up to 5 s), and its add. */
+static int
+add_name(struct cpool *pool, const char *address, const char *host,
+	 unsigned short port)
+{
+	struct cpool_dns_result *res;
+	struct cpool_endpoint *ep;
+	struct cpool_addr *a;
+	unsigned i;
+	int err;
+
+#ifdef CPOOL_FUZZ
+	/* Fuzzing must not hit the resolver: names do not resolve there. */
+	return -EHOSTUNREACH;
+#endif
+	res = cpool__alloc(sizeof(*res), 0, 0);
+	if (!res)
+		return -ENOMEM;
+	err = cpool__dns_resolve(pool->dns_servers, host, port,
+				 CPOOL_DNS_FIRST_MS, res);
+	a = err ? NULL : cpool__alloc(sizeof(*a) * res->n, 0, 0);
+	if (!err && !a)
+		err = -ENOMEM;
+	if (!err) {
+		for (i = 0; i < res->n; i++) {
+			a[i].family = res->addr[i].family;
+			a[i].len = res->addr[i].len;
+			memcpy(&a[i].ss, &res->addr[i].ss, sizeof(a[i].ss));
+		}
+		err = cpool__ep_add(pool, address, a, res->n, host, port, &ep);
+		cpool__free(a, sizeof(*a) * res->n);
+		if (!err) {
+			cpool__names_add(pool, ep, res->ttl_s);
+			cpool__ep_put(ep);
+		}
+	}
+	cpool__free(res, sizeof(*res));
+	return err;
+}
+
 int
 cpool_endpoint_add(struct cpool *pool, const char *address)
 {
+	char host[CPOOL_ADDRESS_MAX + 1];
+	unsigned short port = 0;
 	struct cpool_addr a;
 	int err, old;
 
@@ -368,16 +439,19 @@ cpool_endpoint_add(struct cpool *pool, const char *address)
 		return -EINVAL;
 	if (LOAD_RLX(&pool->state))
 		return LOAD_RLX(&pool->state);
-	old = cpool__nocancel_begin(); /* getaddrinfo() */
-	err = cpool__addr_parse(address, &a);
-	cpool__nocancel_end(old);
-	if (err) {
+	err = cpool__addr_split(address, &a, host, &port);
+	if (err == CPOOL_ADDR_NAME) {
+		old = cpool__nocancel_begin(); /* the first answer */
+		err = add_name(pool, address, host, port);
+		cpool__nocancel_end(old);
+	} else if (!err) {
+		err = cpool__ep_add(pool, address, &a, 1, NULL, 0, NULL);
+	}
+	if (err && err != -EEXIST)
 		cpool__log(&pool->cfg, CPOOL_LOG_ERROR,
 			   "cpool_endpoint_add: \"%.64s\": %s", address,
 			   cpool_strerror(err));
-		return err;
-	}
-	return cpool__ep_add(pool, address, &a);
+	return err;
 }
 
 int
@@ -443,6 +517,8 @@ checkout_reason(const struct cpool *pool, struct cpool_conn *c)
 	uint64_t now = LOAD_RLX(&pool->tick_ns);
 	enum cpool_verdict v;
 
+	if (cpool__ep_conn_gone(c->ep, c))
+		return CPOOL_CLOSE_DRAINED;
 	if (now >= c->expires_ns)
 		return CPOOL_CLOSE_LIFETIME;
 	if (pool->idle_timeout_ns &&
@@ -479,13 +555,9 @@ static int
 acquire_new(struct cpool_endpoint *ep, unsigned sh, struct cpool_conn **out)
 {
 	struct cpool_conn *c;
-	bool trial;
 	int err;
 
-	/* During backoff: fail fast instead of every caller dialing. */
-	err = cpool__ep_connect_gate(ep, &trial, true);
-	if (!err)
-		err = cpool__ep_conn_open(ep, sh, true, trial, &c);
+	err = cpool__ep_conn_open(ep, sh, true, &c);
 	if (err) {
 		cpool__admit_give_back(&ep->admit);
 		return err;
@@ -600,13 +672,32 @@ acquire_slow(struct cpool_endpoint *ep, unsigned sh, struct cpool_conn *c,
 	}
 }
 
+/*
+ * The acquire after a first pop that gave nothing (@c NULL) or a
+ * connection to close with @reason. The caller holds a reference on @ep,
+ * which this drops.
+ */
+static int __attribute__((noinline))
+acquire_more(struct cpool_endpoint *ep, unsigned sh, struct cpool_conn *c,
+	     int reason, struct cpool_conn **out)
+{
+	int err, old = cpool__nocancel_begin();
+
+	err = acquire_slow(ep, sh, c, reason, old, out);
+	if (err == -ETIMEDOUT) /* no slot in time, or the connect timed out */
+		ADD_RLX(&ep->ctr.timeouts, 1);
+	cpool__ep_put(ep);
+	cpool__nocancel_end(old);
+	return err;
+}
+
 int
 cpool_acquire(struct cpool *pool, const char *address, struct cpool_conn **out)
 {
 	struct cpool_endpoint *ep;
 	struct cpool_conn *c;
 	unsigned sh;
-	int reason = 0, err, old;
+	int reason = 0, err;
 
 	if (unlikely(!pool || !address || !out))
 		return -EINVAL;
@@ -640,13 +731,74 @@ cpool_acquire(struct cpool *pool, const char *address, struct cpool_conn **out)
 		cpool__ep_get(ep);
 		cpool__rcu_read_unlock();
 	}
-	old = cpool__nocancel_begin();
-	err = acquire_slow(ep, sh, c, reason, old, out);
-	if (err == -ETIMEDOUT) /* no slot in time, or the connect timed out */
-		ADD_RLX(&ep->ctr.timeouts, 1);
-	cpool__ep_put(ep);
-	cpool__nocancel_end(old);
-	return err;
+	return acquire_more(ep, sh, c, reason, out);
+}
+
+/*
+ * The handle's acquire: the handle's reference pins the endpoint, so no
+ * read-side section, no lookup; a stopped endpoint says so in ep->dead
+ * (set before its lists are drained: a pop that wins the race leases a
+ * connection whose release then closes it, as after a by-name lookup
+ * that came just before a removal).
+ */
+int
+cpool_acquire_ep(struct cpool_endpoint *ep, struct cpool_conn **out)
+{
+	struct cpool *pool;
+	struct cpool_conn *c;
+	unsigned sh;
+	int reason = 0, err;
+
+	if (unlikely(!ep || !out))
+		return -EINVAL;
+	err = LOAD_ACQ(&ep->dead);
+	if (unlikely(err))
+		return err;
+	pool = ep->pool;
+	sh = cpool__shard_cur(pool->nshards);
+	c = cpool__idle_pop(&ep->idle[sh]);
+	if (likely(c)) {
+		reason = checkout_reason(pool, c);
+		if (likely(!reason)) {
+			ADD_RLX(&ep->idle[sh].reuses, 1);
+			lease(c, out);
+			return 0;
+		}
+	}
+	cpool__ep_get(ep);
+	return acquire_more(ep, sh, c, reason, out);
+}
+
+int
+cpool_endpoint_get(struct cpool *pool, const char *address,
+		   struct cpool_endpoint **out)
+{
+	struct cpool_endpoint *ep;
+	int err;
+
+	if (!pool || !address || !out)
+		return -EINVAL;
+	cpool__rcu_read_lock();
+	err = LOAD_RLX(&pool->state);
+	ep = err ? NULL : cpool__ep_lookup(pool, address);
+	/* In the table: the table's reference is not gone before a grace
+	 * period, so this one is never taken on a freed endpoint. */
+	if (ep && !LOAD_ACQ(&ep->dead))
+		cpool__ep_get(ep);
+	else if (ep)
+		ep = NULL;
+	cpool__rcu_read_unlock();
+	if (!ep)
+		return err ? err : -ENOENT;
+	*out = ep;
+	return 0;
+}
+
+void
+cpool_endpoint_put(struct cpool_endpoint *ep)
+{
+	if (ep)
+		cpool__ep_put(ep);
 }
 
 /* A lease that is not pooled again: closed with @reason. */
@@ -702,6 +854,8 @@ cpool_release(struct cpool_conn *c, unsigned flags)
 		reason = CPOOL_CLOSE_MAX_USES;
 	} else if (c->released_ns >= c->expires_ns) {
 		reason = CPOOL_CLOSE_LIFETIME;
+	} else if (cpool__ep_conn_gone(ep, c)) {
+		reason = CPOOL_CLOSE_DRAINED;
 	} else if (pool->ops.release &&
 		   !cpool__admit_closing(&ep->admit) && release_refused(c)) {
 		reason = CPOOL_CLOSE_BY_CALLER;

@@ -120,7 +120,9 @@ cpool_close_reason_name(enum cpool_close_reason r)
 		return "by_caller";
 	case CPOOL_CLOSE_SHUTDOWN:
 		return "shutdown";
-	case CPOOL_CLOSE_REASON_COUNT:
+	case CPOOL_CLOSE_DRAINED:
+		return "drained";
+	case CPOOL_CLOSE_REASON_END:
 		break;
 	default:
 		if ((int)r > CPOOL_ALIVE && (int)r <= CPOOL_SOCKET_ERROR)

@@ -158,6 +158,38 @@ cpool__idle_drain(struct cpool_idle *idle, unsigned n,
 	return total;
 }
 
+unsigned
+cpool__idle_drain_if(struct cpool_idle *idle, unsigned n,
+		     bool (*pred)(const struct cpool_conn *c), bool refill,
+		     struct cds_list_head *out)
+{
+	struct cds_list_head *pos, *tmp;
+	struct cpool_conn *c;
+	unsigned i, total = 0;
+	bool hand;
+
+	for (i = 0; i < n; i++) {
+		hand = false;
+		cpool__spin_lock(&idle[i].lock);
+		cds_list_for_each_safe(pos, tmp, &idle[i].head) {
+			c = cds_list_entry(pos, struct cpool_conn, link);
+			if (!pred(c))
+				continue;
+			cpool__idle_unlink_locked(&idle[i], c);
+			cpool__conn_move(c, CONN_IDLE, CONN_BUSY);
+			cds_list_add_tail(&c->link, out);
+			total++;
+		}
+		/* Below its prewarm share now: the worker tops it up. */
+		if (refill && idle[i].count < idle[i].want)
+			hand = cpool__idle_need_locked(&idle[i]);
+		cpool__spin_unlock(&idle[i].lock);
+		if (hand)
+			cpool__idle_hand_over(&idle[i]);
+	}
+	return total;
+}
+
 bool
 cpool__idle_collect_arm_locked(struct cpool_idle *idle, uint64_t armable_ns,
 			       struct cpool_batch *b)

@@ -266,6 +266,15 @@ struct cpool_conn *cpool__idle_take_any(struct cpool_idle *idle, unsigned n);
 unsigned cpool__idle_drain(struct cpool_idle *idle, unsigned n,
 			   struct cds_list_head *out);
 
+/*
+ * As cpool__idle_drain(), only the connections @pred says yes to; with
+ * @refill, a list left below its prewarm share is handed to its worker.
+ * Returns how many.
+ */
+unsigned cpool__idle_drain_if(struct cpool_idle *idle, unsigned n,
+			      bool (*pred)(const struct cpool_conn *c),
+			      bool refill, struct cds_list_head *out);
+
 /* A batch of connections a worker took out of one list, with reasons. */
 #define CPOOL_BATCH 64
 struct cpool_batch {

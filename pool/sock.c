@@ -110,6 +110,58 @@ cpool__sock_connect(int fd, const struct sockaddr *sa, socklen_t salen,
 }
 
 int
+cpool__sock_connect_start(int fd, const struct sockaddr *sa, socklen_t salen)
+{
+	if (connect(fd, sa, salen) == 0)
+		return 0;
+	/* EINTR: the connect goes on asynchronously, as with EINPROGRESS. */
+	if (errno == EINPROGRESS || errno == EINTR)
+		return 1;
+	return -errno;
+}
+
+int
+cpool__sock_connect_poll(const int *fds, unsigned n, uint64_t until_ns,
+			 int *err)
+{
+	struct pollfd pfd[2];
+	socklen_t len = sizeof(int);
+	unsigned i, map[2], k;
+	uint64_t now;
+	int r, so_err = 0;
+
+	for (i = k = 0; i < n && i < 2; i++) {
+		if (fds[i] < 0)
+			continue;
+		pfd[k].fd = fds[i];
+		pfd[k].events = POLLOUT;
+		pfd[k].revents = 0;
+		map[k++] = i;
+	}
+	for (;;) {
+		now = cpool__now_ns();
+		if (now >= until_ns)
+			return -ETIMEDOUT;
+		r = poll(pfd, k, (int)((until_ns - now + 999999) / 1000000));
+		if (r == -1 && errno != EINTR)
+			return -errno;
+		if (r > 0)
+			break;
+	}
+	for (i = 0; i < k; i++) {
+		if (!pfd[i].revents)
+			continue;
+		if (getsockopt(pfd[i].fd, SOL_SOCKET, SO_ERROR, &so_err,
+			       &len) == -1)
+			*err = -errno;
+		else
+			*err = so_err ? -so_err : 0;
+		return (int)map[i];
+	}
+	return -ETIMEDOUT; /* not reached: poll said one was ready */
+}
+
+int
 cpool__sock_set_nonblock(int fd, bool nonblock)
 {
 	int fl = fcntl(fd, F_GETFL);

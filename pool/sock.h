@@ -31,6 +31,22 @@ int cpool__sock_set_tcp_options(int fd, const struct cpool_config *cfg);
 int cpool__sock_connect(int fd, const struct sockaddr *sa, socklen_t salen,
 			uint64_t deadline_ns);
 
+/*
+ * Starts connecting the nonblocking @fd to @sa: 0 connected at once, 1 in
+ * progress (cpool__sock_connect_poll()), or -errno.
+ */
+int cpool__sock_connect_start(int fd, const struct sockaddr *sa,
+			      socklen_t salen);
+
+/*
+ * Waits until one of the connects in progress on @fds[0..n) (n <= 2; -1
+ * skips an entry) completes, or @until_ns passes. Returns its index with
+ * *@err its result (0 or -errno, from SO_ERROR), or -ETIMEDOUT at
+ * @until_ns, or another -errno of poll().
+ */
+int cpool__sock_connect_poll(const int *fds, unsigned n, uint64_t until_ns,
+			     int *err);
+
 /* Sets or clears O_NONBLOCK. Returns 0 or -errno. */
 int cpool__sock_set_nonblock(int fd, bool nonblock);
 

@@ -41,7 +41,7 @@ counters_add(struct cpool_ep_counters *dst, const struct cpool_ep_counters *src)
 {
 	unsigned i;
 
-	for (i = 0; i < CPOOL_CLOSE_REASON_COUNT; i++)
+	for (i = 0; i < CPOOL_CLOSE_REASON_END; i++)
 		dst->closed[i] += LOAD_ACQ(&src->closed[i]);
 	dst->reuses += LOAD_ACQ(&src->reuses);
 	dst->new_leases += LOAD_ACQ(&src->new_leases);
@@ -53,11 +53,14 @@ counters_add(struct cpool_ep_counters *dst, const struct cpool_ep_counters *src)
 	dst->fail_fasts += LOAD_ACQ(&src->fail_fasts);
 	dst->backoffs += LOAD_ACQ(&src->backoffs);
 	dst->prewarms += LOAD_ACQ(&src->prewarms);
+	dst->ejections += LOAD_ACQ(&src->ejections);
+	dst->dns_refreshes += LOAD_ACQ(&src->dns_refreshes);
+	dst->dns_failures += LOAD_ACQ(&src->dns_failures);
 }
 
 struct stats_acc {
 	struct cpool_ep_counters ctr;
-	int64_t open, idle, leased;
+	int64_t open, idle, leased, addresses, connecting;
 };
 
 static uint64_t
@@ -65,7 +68,7 @@ closes_sum(const struct cpool_ep_counters *c)
 {
 	uint64_t n = 0;
 
-	for (unsigned i = 0; i < CPOOL_CLOSE_REASON_COUNT; i++)
+	for (unsigned i = 0; i < CPOOL_CLOSE_REASON_END; i++)
 		n += LOAD_ACQ(&c->closed[i]);
 	return n;
 }
@@ -89,6 +92,28 @@ ep_read(const struct cpool_endpoint *ep, struct cpool_ep_counters *c)
 	}
 }
 
+/* The set's members and the connects in flight to any of its addresses. */
+static unsigned
+addresses_read(const struct cpool_endpoint *ep, int64_t *connecting)
+{
+	struct cpool_aset *set = (struct cpool_aset *)&ep->set;
+	struct cds_list_head *pos;
+	unsigned n;
+
+	pthread_mutex_lock(&set->lock);
+	n = set->n;
+	cds_list_for_each(pos, &set->members)
+		*connecting += LOAD_RLX(&cds_list_entry(pos, struct cpool_uaddr,
+							link)
+						->connecting);
+	cds_list_for_each(pos, &set->draining)
+		*connecting += LOAD_RLX(&cds_list_entry(pos, struct cpool_uaddr,
+							link)
+						->connecting);
+	pthread_mutex_unlock(&set->lock);
+	return n;
+}
+
 static void
 ep_collect(const struct cpool_endpoint *ep, struct stats_acc *a)
 {
@@ -103,6 +128,7 @@ ep_collect(const struct cpool_endpoint *ep, struct stats_acc *a)
 		a->leased += LOAD_RLX(&ep->idle[i].leased);
 	}
 	a->leased += LOAD_RLX(&ep->leased_adj);
+	a->addresses += addresses_read(ep, &a->connecting);
 }
 
 static uint32_t
@@ -116,6 +142,7 @@ acc_publish(const struct stats_acc *a, struct cpool_stats *s)
 {
 	unsigned i;
 
+	s->size = sizeof(*s);
 	s->reuses = a->ctr.reuses;
 	s->acquires = s->reuses + a->ctr.new_leases;
 	s->connects = a->ctr.connects;
@@ -128,6 +155,13 @@ acc_publish(const struct stats_acc *a, struct cpool_stats *s)
 	s->prewarms = a->ctr.prewarms;
 	for (i = 0; i < CPOOL_CLOSE_REASON_COUNT; i++)
 		s->closed[i] = a->ctr.closed[i];
+	for (i = CPOOL_CLOSE_REASON_COUNT; i < CPOOL_CLOSE_REASON_END; i++)
+		s->closed_more[i - CPOOL_CLOSE_REASON_COUNT] = a->ctr.closed[i];
+	s->ejections = a->ctr.ejections;
+	s->dns_refreshes = a->ctr.dns_refreshes;
+	s->dns_failures = a->ctr.dns_failures;
+	s->addresses = gauge(a->addresses);
+	s->connecting = gauge(a->connecting);
 	s->open = gauge(a->open);
 	s->idle = gauge(a->idle);
 	s->leased = gauge(a->leased);
@@ -135,6 +169,146 @@ acc_publish(const struct stats_acc *a, struct cpool_stats *s)
 
 #define CPOOL_STATS_SIZE_V1                                                    \
 	(offsetof(struct cpool_stats, leased) + sizeof(uint32_t))
+
+_Static_assert(CPOOL_CLOSE_REASON_END - CPOOL_CLOSE_REASON_COUNT <=
+		       CPOOL_CLOSE_MORE_SLOTS,
+	       "a close reason past closed_more[]: append another array");
+
+uint64_t
+cpool_stats_closed(const struct cpool_stats *s, enum cpool_close_reason r)
+{
+	size_t off;
+
+	if (!s || (unsigned)r >= CPOOL_CLOSE_REASON_END)
+		return 0;
+	if ((unsigned)r < CPOOL_CLOSE_REASON_COUNT)
+		return s->size >= CPOOL_STATS_SIZE_V1 ? s->closed[r] : 0;
+	off = offsetof(struct cpool_stats, closed_more) +
+	      sizeof(uint64_t) * (r - CPOOL_CLOSE_REASON_COUNT);
+	return s->size >= off + sizeof(uint64_t)
+		       ? s->closed_more[r - CPOOL_CLOSE_REASON_COUNT]
+		       : 0;
+}
+
+/* The state bits of @u. Set lock held. */
+static unsigned
+addr_state(const struct cpool_uaddr *u, uint64_t now)
+{
+	unsigned st = 0;
+
+	if (LOAD_RLX(&u->gone))
+		st |= CPOOL_ADDR_DRAINING;
+	if (u->ejected && now < u->ejected_until_ns)
+		st |= CPOOL_ADDR_EJECTED;
+	if (u->fail_streak && now < u->backoff_until_ns)
+		st |= CPOOL_ADDR_BACKOFF;
+	return st;
+}
+
+/* Connections of @u idle in @ep's lists now. */
+static unsigned
+addr_idle(const struct cpool_endpoint *ep, const struct cpool_uaddr *u)
+{
+	struct cpool_idle *idle = ep->idle;
+	struct cds_list_head *pos;
+	unsigned k, n = 0;
+
+	for (k = 0; k < ep->pool->nshards; k++) {
+		cpool__spin_lock(&idle[k].lock);
+		cds_list_for_each(pos, &idle[k].head)
+			n += cds_list_entry(pos, struct cpool_conn, link)->ua ==
+			     u;
+		cpool__spin_unlock(&idle[k].lock);
+	}
+	return n;
+}
+
+static void
+addr_fill(const struct cpool_endpoint *ep, const struct cpool_uaddr *u,
+	  uint64_t now, struct cpool_addr_stats *o)
+{
+	unsigned open = LOAD_RLX(&u->open), idle;
+
+	memset(o, 0, sizeof(*o));
+	snprintf(o->address, sizeof(o->address), "%s", u->text);
+	o->state = addr_state(u, now);
+	o->open = open;
+	idle = addr_idle(ep, u);
+	o->leased = open > idle ? open - idle : 0;
+	o->connecting = LOAD_RLX(&u->connecting);
+	o->failures = u->fail_streak;
+	o->connects = LOAD_RLX(&u->connects);
+	o->connect_failures = LOAD_RLX(&u->connect_failures);
+	o->ejections = LOAD_RLX(&u->ejections);
+	if (o->state & CPOOL_ADDR_EJECTED)
+		o->ejected_ms = (u->ejected_until_ns - now + 999999) / 1000000;
+}
+
+#define CPOOL_ADDR_STATS_SIZE_V1                                               \
+	(offsetof(struct cpool_addr_stats, ejected_ms) + sizeof(uint64_t))
+
+/*
+ * Fills up to @n entries of @out (each @size bytes) for @ep's members,
+ * then its draining addresses; returns how many it has.
+ */
+static unsigned
+ep_addresses(const struct cpool_endpoint *ep, unsigned char *out, size_t size,
+	     unsigned n)
+{
+	struct cpool_aset *set = (struct cpool_aset *)&ep->set;
+	struct cds_list_head *heads[2] = { &set->members, &set->draining };
+	uint64_t now = cpool__now_ns();
+	struct cpool_addr_stats one;
+	struct cds_list_head *pos;
+	unsigned i = 0, h;
+
+	pthread_mutex_lock(&set->lock);
+	for (h = 0; h < 2; h++)
+		cds_list_for_each(pos, heads[h]) {
+			if (i < n) {
+				addr_fill(ep,
+					  cds_list_entry(pos,
+							 struct cpool_uaddr,
+							 link),
+					  now, &one);
+				one.size = size;
+				memcpy(out + i * size, &one,
+				       size < sizeof(one) ? size : sizeof(one));
+			}
+			i++;
+		}
+	pthread_mutex_unlock(&set->lock);
+	return i;
+}
+
+int
+cpool_stats_addresses(struct cpool *pool, const char *address,
+		      struct cpool_addr_stats *out, unsigned n,
+		      unsigned *count)
+{
+	struct cpool_endpoint *ep;
+	size_t size = 0;
+
+	if (!pool || !address || !count || (!out && n))
+		return -EINVAL;
+	if (n) {
+		size = out->size;
+		if (size < CPOOL_ADDR_STATS_SIZE_V1)
+			return -EINVAL;
+	}
+	if (LOAD_RLX(&pool->forked))
+		return -ECHILD;
+	cpool__rcu_read_lock();
+	ep = LOAD_RLX(&pool->state) ? NULL : cpool__ep_lookup(pool, address);
+	if (ep)
+		cpool__ep_get(ep);
+	cpool__rcu_read_unlock();
+	if (!ep)
+		return -ENOENT;
+	*count = ep_addresses(ep, (unsigned char *)out, size, n);
+	cpool__ep_put(ep);
+	return 0;
+}
 
 int
 cpool_stats_get(struct cpool *pool, const char *address,
@@ -249,6 +423,11 @@ static const struct {
 	C(fail_fasts, "Acquires refused at once during connect backoff."),
 	C(backoffs, "Connect failures that started or extended backoff."),
 	C(prewarms, "Connections opened by the workers."),
+	C(ejections, "Addresses ejected after consecutive connect failures."),
+	C(dns_refreshes, "DNS answers that refreshed a name's set."),
+	C(dns_failures, "DNS refreshes that failed (the set was kept)."),
+	G(addresses, "addresses", "Addresses in the endpoints' sets."),
+	G(connecting, "connecting", "Connects in flight."),
 	G(open, "open_connections", "Connections open."),
 	G(idle, "idle_connections", "Connections idle in the pool."),
 	G(leased, "leased_connections", "Connections leased to callers."),
@@ -289,12 +468,112 @@ fmt_all(struct fmt_buf *b, const struct fmt_series *ser, unsigned n)
 	fmt_put(b, "# HELP cpool_closed_total Connections closed, by reason.\n"
 		   "# TYPE cpool_closed_total counter\n");
 	for (i = 0; i < n; i++)
-		for (r = CPOOL_CLOSE_PEER_CLOSED; r < CPOOL_CLOSE_REASON_COUNT;
+		for (r = CPOOL_CLOSE_PEER_CLOSED; r < CPOOL_CLOSE_REASON_END;
 		     r++)
 			fmt_put(b, "cpool_closed_total{%s%sreason=\"%s\"} %llu\n",
 				ser[i].label, *ser[i].label ? "," : "",
 				cpool_close_reason_name(r),
-				(unsigned long long)ser[i].s.closed[r]);
+				(unsigned long long)cpool_stats_closed(
+					&ser[i].s, (enum cpool_close_reason)r));
+}
+
+/* One address's series: its endpoint's label and its numbers. */
+struct fmt_addr {
+	const char *label; /* "endpoint=\"...\"" */
+	struct cpool_addr_stats s;
+};
+
+static const struct {
+	const char *name, *type, *help;
+	size_t off;
+	bool gauge32;
+} fmt_addr_metrics[] = {
+#define C(f, n, h) { "cpool_address_" n, "counter", h, offsetof(struct cpool_addr_stats, f), false }
+#define G(f, n, h) { "cpool_address_" n, "gauge", h, offsetof(struct cpool_addr_stats, f), true }
+	G(open, "open_connections", "Connections open to the address."),
+	G(leased, "leased_connections", "Connections to the address leased."),
+	G(connecting, "connecting", "Connects to the address in flight."),
+	G(failures, "consecutive_failures", "Connect failures in a row."),
+	G(state, "state", "0 healthy; bits: 1 backoff, 2 ejected, 4 draining."),
+	C(connects, "connects_total", "Connections opened to the address."),
+	C(connect_failures, "connect_failures_total", "Connects that failed."),
+	C(ejections, "ejections_total", "Times the address was ejected."),
+#undef C
+#undef G
+};
+
+static void
+fmt_addresses(struct fmt_buf *b, const struct fmt_addr *fa, unsigned n)
+{
+	const char *p;
+	unsigned m, i;
+	uint64_t v64;
+	uint32_t v32;
+	char esc[2 * CPOOL_ADDR_TEXT + 1];
+
+	if (!n)
+		return;
+	for (m = 0; m < sizeof(fmt_addr_metrics) / sizeof(fmt_addr_metrics[0]);
+	     m++) {
+		fmt_put(b, "# HELP %s %s\n# TYPE %s %s\n",
+			fmt_addr_metrics[m].name, fmt_addr_metrics[m].help,
+			fmt_addr_metrics[m].name, fmt_addr_metrics[m].type);
+		for (i = 0; i < n; i++) {
+			p = (const char *)&fa[i].s + fmt_addr_metrics[m].off;
+			if (fmt_addr_metrics[m].gauge32) {
+				memcpy(&v32, p, sizeof(v32));
+				v64 = v32;
+			} else {
+				memcpy(&v64, p, sizeof(v64));
+			}
+			fmt_label(b, fa[i].s.address, esc, sizeof(esc));
+			fmt_put(b, "%s{%s,address=\"%s\"} %llu\n",
+				fmt_addr_metrics[m].name, fa[i].label, esc,
+				(unsigned long long)v64);
+		}
+	}
+}
+
+/*
+ * Appends @ep's addresses to *@fa (grown as needed, *@cap entries), each
+ * with @label. Returns false on no memory.
+ */
+static bool
+collect_addresses(const struct cpool_endpoint *ep, const char *label,
+		  struct fmt_addr **fa, unsigned *n, unsigned *cap)
+{
+	struct cpool_addr_stats *tmp;
+	struct fmt_addr *grown;
+	unsigned want, got, i;
+
+	want = ep_addresses(ep, NULL, 0, 0) + 4; /* a few more may come */
+	tmp = cpool__alloc(sizeof(*tmp) * want, 0, 0);
+	if (!tmp)
+		return false;
+	got = ep_addresses(ep, (unsigned char *)tmp, sizeof(*tmp), want);
+	if (got > want)
+		got = want;
+	if (*n + got > *cap) {
+		unsigned ncap = (*n + got) * 2;
+
+		grown = cpool__alloc(sizeof(*grown) * ncap, 0, 0);
+		if (!grown) {
+			cpool__free(tmp, sizeof(*tmp) * want);
+			return false;
+		}
+		if (*n)
+			memcpy(grown, *fa, sizeof(*grown) * *n);
+		cpool__free(*fa, sizeof(**fa) * *cap);
+		*fa = grown;
+		*cap = ncap;
+	}
+	for (i = 0; i < got; i++) {
+		(*fa)[*n + i].label = label;
+		(*fa)[*n + i].s = tmp[i];
+	}
+	*n += got;
+	cpool__free(tmp, sizeof(*tmp) * want);
+	return true;
 }
 
 int
@@ -302,6 +581,9 @@ cpool_stats_format(struct cpool *pool, char *buf, size_t len)
 {
 	struct fmt_buf b = { .buf = buf, .len = len };
 	struct fmt_series *ser;
+	struct fmt_addr *fa = NULL;
+	unsigned nfa = 0, fcap = 0;
+	bool nomem = false;
 	struct cpool_endpoint *ep;
 	struct stats_acc a;
 	char esc[2 * CPOOL_ADDRESS_MAX + 1];
@@ -339,6 +621,9 @@ cpool_stats_format(struct cpool *pool, char *buf, size_t len)
 		snprintf(labels + i * lsize, lsize, "endpoint=\"%s\"", esc);
 		ser[i].label = labels + i * lsize;
 		acc_publish(&one, &ser[i].s);
+		if (!nomem)
+			nomem = !collect_addresses(ep, ser[i].label, &fa, &nfa,
+						   &fcap);
 		i++;
 	}
 	counters_add(&a.ctr, &pool->retired);
@@ -346,8 +631,12 @@ cpool_stats_format(struct cpool *pool, char *buf, size_t len)
 	ser[0].label = "";
 	acc_publish(&a, &ser[0].s);
 	fmt_all(&b, ser, (unsigned)i);
+	fmt_addresses(&b, fa, nfa);
+	cpool__free(fa, sizeof(*fa) * fcap);
 	cpool__free(ser, sizeof(*ser) * nser);
 	cpool__free(labels, lsize * nser);
+	if (nomem)
+		return -ENOMEM;
 	if (b.full)
 		return -ENOSPC;
 	ret = (int)b.off;

@@ -49,6 +49,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "dns.h"
 #include "log.h"
 #include "probe.h"
 
@@ -146,22 +147,20 @@ worker_prewarm(struct cpool_worker *w, struct cpool_idle *idle, uint64_t now)
 	struct cpool *pool = w->pool;
 	uint64_t next = now + CPOOL_TICK_NS;
 	struct cpool_conn *c;
-	bool trial;
 
 	while (LOAD_RLX(&idle->count) < idle->want && !LOAD_RLX(&pool->state)) {
-		/* A worker never fails fast: it just tries again later. */
-		if (cpool__ep_connect_gate(ep, &trial, false)) {
-			next = LOAD_RLX(&ep->backoff_until_ns);
-			break;
-		}
 		if (!cpool__admit_reserve(&ep->admit)) {
-			cpool__ep_connect_done(ep, -EAGAIN, trial);
 			next = now + WORKER_RETRY_NS;
 			break;
 		}
-		if (cpool__ep_conn_open(ep, w->index, false, trial, &c)) {
+		/* A worker never fails fast: it just tries again later. */
+		if (cpool__ep_conn_open(ep, w->index, false, &c)) {
 			cpool__admit_give_back(&ep->admit);
-			next = now + WORKER_RETRY_NS;
+			/* The end of the backoff, or a retry after a failure
+			 * that started none. */
+			next = cpool__aset_ready_ns(&ep->set);
+			if (!next)
+				next = now + WORKER_RETRY_NS;
 			break;
 		}
 		ADD_RLX(&ep->ctr.prewarms, 1);
@@ -219,6 +218,10 @@ worker_look(struct cpool_worker *w, struct cpool_idle *idle, uint64_t now,
 	unsigned i;
 
 	arm.n = dead.n = 0;
+	/* Connections of gone addresses released after their drain. */
+	if (unlikely(LOAD_RLX(&ep->ndraining)) &&
+	    !cpool__admit_closing(&ep->admit))
+		cpool__ep_drain_list(ep, idle);
 	cpool__spin_lock(&idle->lock);
 	CPOOL_BUG_ON(handed != (idle->queued == IDLE_INBOX));
 	if (!cpool__admit_closing(&ep->admit))
@@ -415,6 +418,11 @@ worker_main(void *arg)
 		n = epoll_wait(w->env->epfd, ev, WORKER_EVENTS, CPOOL_TICK_MS);
 		CPOOL_PAUSE(CPOOL_PP_WORKER_EVENTS, &w->index);
 		for (i = 0; i < n; i++) {
+			if (ev[i].data.u64 & CPOOL_DNS_EV_TAG) {
+				cpool__names_event(pool, ev[i].data.u64,
+						   ev[i].events);
+				continue;
+			}
 			if (ev[i].data.ptr == w) {
 				if (read(w->env->evfd, &junk, sizeof(junk)) < 0)
 					continue;
@@ -430,7 +438,11 @@ worker_main(void *arg)
 		worker_inbox(w, now);
 		while (w->nheap && w->heap[0]->deadline_ns <= now)
 			worker_look(w, w->heap[0], now, false);
+		if (w->index == 0)
+			cpool__names_work(pool, w->env->epfd, now);
 	}
+	if (w->index == 0)
+		cpool__names_stop(pool);
 	worker_exit(w);
 	return NULL;
 }

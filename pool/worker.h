@@ -7,7 +7,7 @@
 #ifndef CPOOL_WORKER_H
 #define CPOOL_WORKER_H
 
-#include "endpoint.h"
+#include "names.h"
 
 struct cpool_worker {
 	struct cpool *pool;

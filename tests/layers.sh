@@ -13,7 +13,7 @@
 #
 # Prints every include that goes up or sideways and fails if there is one.
 set -u
-order="util alloc rcu log config sock dns probe conn shard admit core endpoint worker lease stats pool"
+order="util alloc rcu log config sock dns probe conn shard admit core addrset endpoint names worker lease stats pool"
 rank() { i=0; for m in $order; do [ "$m" = "$1" ] && { echo $i; return; }; i=$((i + 1)); done; echo -1; }
 bad=0
 for f in pool/*.c pool/*.h; do

@@ -88,6 +88,7 @@ count_lines(const char *text, const char *prefix)
 static const char *const counters[] = {
 	"acquires", "reuses", "connects", "connect_failures", "steals",
 	"waits", "timeouts", "fail_fasts", "backoffs", "prewarms",
+	"ejections", "dns_refreshes", "dns_failures",
 };
 
 Test(export, has_help_and_type_for_every_family_and_exact_values)
@@ -133,8 +134,13 @@ Test(export, has_help_and_type_for_every_family_and_exact_values)
 		     1, "%s", text);
 	cr_assert_eq(count_lines(text, "# TYPE cpool_closed_total counter"), 1,
 		     "%s", text);
-	cr_assert_eq(count_lines(text, "# HELP "), 14, "%s", text);
-	cr_assert_eq(count_lines(text, "# TYPE "), 14, "%s", text);
+	cr_assert_eq(count_lines(text, "# TYPE cpool_addresses gauge"), 1,
+		     "%s", text);
+	cr_assert_eq(count_lines(text, "# TYPE cpool_connecting gauge"), 1,
+		     "%s", text);
+	/* 19 pool families, 8 per-address ones (the one address's). */
+	cr_assert_eq(count_lines(text, "# HELP "), 27, "%s", text);
+	cr_assert_eq(count_lines(text, "# TYPE "), 27, "%s", text);
 
 	/* Whole pool (no label) and the endpoint (endpoint="..."). */
 	assert_sample(text, "cpool_acquires_total", 5);
@@ -165,6 +171,24 @@ Test(export, has_help_and_type_for_every_family_and_exact_values)
 			 cpool_close_reason_name((enum cpool_close_reason)r));
 		assert_sample(text, series, st.closed[r]);
 	}
+	assert_sample(text, "cpool_closed_total{reason=\"drained\"}", 0);
+	/* The endpoint's one address, labelled under it. */
+	snprintf(series, sizeof(series),
+		 "cpool_address_open_connections{endpoint=\"%s\",address=\"%s\"}",
+		 addr, addr);
+	assert_sample(text, series, 1);
+	snprintf(series, sizeof(series),
+		 "cpool_address_leased_connections{endpoint=\"%s\",address=\"%s\"}",
+		 addr, addr);
+	assert_sample(text, series, 1);
+	snprintf(series, sizeof(series),
+		 "cpool_address_connects_total{endpoint=\"%s\",address=\"%s\"}",
+		 addr, addr);
+	assert_sample(text, series, 3);
+	snprintf(series, sizeof(series),
+		 "cpool_address_state{endpoint=\"%s\",address=\"%s\"}", addr,
+		 addr);
+	assert_sample(text, series, 0);
 	free(text);
 	cpool_release(c[0], CPOOL_RELEASE_CLOSE);
 	cpool_destroy(pool);

@@ -529,7 +529,8 @@ Test(probe, names_every_close_reason_exactly)
 		{ CPOOL_CLOSE_MAX_USES, "max_uses" },
 		{ CPOOL_CLOSE_BY_CALLER, "by_caller" },
 		{ CPOOL_CLOSE_SHUTDOWN, "shutdown" },
-		{ CPOOL_CLOSE_REASON_COUNT, "unknown" },
+		{ CPOOL_CLOSE_DRAINED, "drained" },
+		{ CPOOL_CLOSE_REASON_END, "unknown" },
 		{ (enum cpool_close_reason)1000, "unknown" },
 		{ (enum cpool_close_reason)-1, "unknown" },
 	};

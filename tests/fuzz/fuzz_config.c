@@ -37,6 +37,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,8 +53,8 @@
  * added here (and to sanitize() if it is a pointer) before this compiles.
  */
 _Static_assert(sizeof(struct cpool_config) ==
-		       offsetof(struct cpool_config, check_idle_ms) +
-			       sizeof(void *),
+		       offsetof(struct cpool_config, max_ejection_percent) +
+			       sizeof(unsigned) + 4,
 	       "struct cpool_config grew: review fuzz_config.c");
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -119,6 +120,14 @@ static const struct cpool_conn_ops fuzz_ops = {
 	.check = never_check,
 };
 
+/* cfg.dns_servers values: the valid ones first. */
+static const char *const dns_strings[] = {
+	"127.0.0.1", "127.0.0.1:5353,[::1]:53", "::1", "", "127.0.0.1:0",
+	"[::1", "1.2.3.4:99999", "localhost", ",",
+};
+#define NDNS_VALID 3
+#define NDNS_STRINGS (sizeof(dns_strings) / sizeof(dns_strings[0]))
+
 static void
 sanitize(unsigned char *buf, size_t n)
 {
@@ -128,6 +137,7 @@ sanitize(unsigned char *buf, size_t n)
 	size_t ol = offsetof(struct cpool_config, log_fn);
 	size_t ou = offsetof(struct cpool_config, user_data);
 	size_t ow = offsetof(struct cpool_config, workers);
+	size_t od = offsetof(struct cpool_config, dns_servers);
 	bool conn = field_set(buf, n, oc, sizeof(void *));
 	unsigned w;
 	bool log = field_set(buf, n, ol, sizeof(void *));
@@ -139,6 +149,11 @@ sanitize(unsigned char *buf, size_t n)
 				    ? (const void *)&fuzz_ops
 				    : NULL);
 	put_ptr(buf, n, oa, &ctx);
+	/* A set pointer is one of the harness's strings, valid or not. */
+	put_ptr(buf, n, od, field_set(buf, n, od, sizeof(void *))
+				    ? (const void *)dns_strings[buf[od] %
+								 NDNS_STRINGS]
+				    : NULL);
 	/*
 	 * Each worker is a thread started and joined per input: keep accepted
 	 * counts small (1..4) so the fuzzer stays fast. Counts above 1024 are
@@ -167,6 +182,33 @@ field_u(const unsigned char *buf, size_t size, size_t off)
 #define FIELD(buf, size, name)                                                 \
 	field_u(buf, size, offsetof(struct cpool_config, name))
 
+/* A field the caller's struct may end before: its default then. */
+static unsigned
+field_or(const unsigned char *buf, size_t size, size_t off, unsigned dflt)
+{
+	return off + sizeof(unsigned) <= size ? field_u(buf, size, off) : dflt;
+}
+
+#define FIELD_OR(buf, size, name, dflt)                                        \
+	field_or(buf, size, offsetof(struct cpool_config, name), dflt)
+
+/* Whether the (sanitized) dns_servers field names an invalid string. */
+static bool
+dns_invalid(const unsigned char *buf, size_t size)
+{
+	size_t od = offsetof(struct cpool_config, dns_servers);
+	const char *p = NULL;
+	size_t i;
+
+	if (od + sizeof(p) > size)
+		return false;
+	memcpy(&p, buf + od, sizeof(p));
+	for (i = 0; p && i < NDNS_STRINGS; i++)
+		if (p == dns_strings[i])
+			return i >= NDNS_VALID;
+	return false;
+}
+
 /*
  * What the public header says cpool_create must refuse. Fields past the
  * caller's size take their defaults, which are all valid.
@@ -189,7 +231,14 @@ documented_invalid(const unsigned char *buf, size_t size)
 	       (FIELD(buf, size, flags) & ~(CPOOL_NONBLOCK | CPOOL_NO_PIN)) ||
 	       (FIELD(buf, size, check_idle_ms) &&
 		!field_set(buf, size, offsetof(struct cpool_config, conn_ops),
-			   sizeof(void *)));
+			   sizeof(void *))) ||
+	       FIELD_OR(buf, size, dns_min_ttl_ms, 1000) == 0 ||
+	       FIELD_OR(buf, size, dns_max_ttl_ms, 30000) <
+		       FIELD_OR(buf, size, dns_min_ttl_ms, 1000) ||
+	       FIELD_OR(buf, size, dns_max_ttl_ms, 30000) > 86400000u ||
+	       FIELD_OR(buf, size, happy_eyeballs_ms, 250) > INT_MAX ||
+	       FIELD_OR(buf, size, max_ejection_percent, 50) > 100 ||
+	       dns_invalid(buf, size);
 }
 
 static void
