@@ -9,6 +9,7 @@
  * counts exactly the instructions of N operations (callgrind.sh divides by
  * N). Warm-up calls go through warm_<VARIANT>(), which is not collected.
  * Variants: cpool_bypass (probe bypassed, endpoint looked up by name),
+ * cpool_handle (probe bypassed, acquired by handle: cpool_acquire_ep()),
  * cpool (probe on), mutex, recv_peek (one bare recv(MSG_PEEK): user-space
  * instructions only, the kernel's are invisible to callgrind), apr_reslist
  * and memcached_pool (through the bench's peer wrappers: a few more
@@ -26,6 +27,7 @@
 
 static struct cpool *cp_pool;
 static const char *cp_addr;
+static struct cpool_endpoint *cp_ep;
 static struct mutex_pool *mp;
 static int peek_fd;
 static const struct peer_ops *peer;
@@ -37,6 +39,15 @@ body_cpool(void)
 	struct cpool_conn *c;
 
 	if (cpool_acquire(cp_pool, cp_addr, &c) == 0)
+		cpool_release(c, 0);
+}
+
+static inline void
+body_handle(void)
+{
+	struct cpool_conn *c;
+
+	if (cpool_acquire_ep(cp_ep, &c) == 0)
 		cpool_release(c, 0);
 }
 
@@ -84,6 +95,7 @@ body_empty(void)
 
 OPS(cpool, body_cpool)
 OPS(cpool_bypass, body_cpool)
+OPS(cpool_handle, body_handle)
 OPS(mutex, body_mutex)
 OPS(recv_peek, body_recv_peek)
 OPS(apr_reslist, body_peer)
@@ -100,8 +112,8 @@ struct variant {
 #define V(name) { #name, op_##name, warm_##name }
 /* clang-format on */
 static const struct variant variants[] = {
-	V(cpool),	V(cpool_bypass),   V(mutex), V(recv_peek),
-	V(apr_reslist), V(memcached_pool), V(empty),
+	V(cpool),	V(cpool_bypass),   V(cpool_handle), V(mutex),
+	V(recv_peek),	V(apr_reslist),	   V(memcached_pool), V(empty),
 };
 
 int
@@ -123,7 +135,7 @@ main(int argc, char **argv)
 			v = &variants[k];
 	if (!v || argc > 3) {
 		fprintf(stderr,
-			"usage: %s cpool|cpool_bypass|mutex|recv_peek|"
+			"usage: %s cpool|cpool_bypass|cpool_handle|mutex|recv_peek|"
 			"apr_reslist|memcached_pool|empty [N]\n",
 			argv[0]);
 		return 2;
@@ -134,7 +146,7 @@ main(int argc, char **argv)
 	if (err)
 		bench_die("cannot start the upstream: %s", strerror(-err));
 	bench_env_init(&env, &srv, BENCH_ACQUIRE_RELEASE);
-	if (!strcmp(v->name, "cpool") || !strcmp(v->name, "cpool_bypass")) {
+	if (!strncmp(v->name, "cpool", 5)) {
 		err = bench_cpool_create(
 			&env, 1, strcmp(v->name, "cpool") ? BENCH_BYPASS_MS : 0,
 			NULL, &inst);
@@ -142,6 +154,8 @@ main(int argc, char **argv)
 			bench_die("cpool: %s", strerror(-err));
 		cp_pool = bench_cpool_of(inst);
 		cp_addr = env.addr;
+		if (!strcmp(v->name, "cpool_handle"))
+			err = cpool_endpoint_get(cp_pool, cp_addr, &cp_ep);
 	} else if (!strcmp(v->name, "mutex")) {
 		err = mutex_pool_create(&env.sin, 1, 1000, &mp);
 	} else if (!strcmp(v->name, "recv_peek")) {

@@ -41,7 +41,7 @@ syscalls() { # variant -> "total name=x,..." per op on the calling thread
 echo "== bench-callgrind: one thread, $n acquire+release per variant, instructions per op (callgrind, user space) =="
 printf '%-16s %12s  %s\n' variant "instr/op" "syscalls/op (strace, calling thread)"
 : > "$tmp/rows"
-for v in empty cpool_bypass cpool mutex apr_reslist memcached_pool recv_peek; do
+for v in empty cpool_bypass cpool_handle cpool mutex apr_reslist memcached_pool recv_peek; do
 	[ -t 2 ] && printf '\r[bench] callgrind %s\033[K' "$v" >&2
 	i=$(instr "$v")
 	s=$(syscalls "$v")
@@ -68,6 +68,13 @@ awk '
 		}
 		printf "GOAL name=path_length_vs_mutex value=%.3f target=<=1.00 met=%s what=\"instructions per acquire+release, cpool_bypass %s over mutex %s\"\n",
 			c / m, c <= m ? "yes" : "NO", c, m
+		h = v["cpool_handle"]
+		if (h == "nan")
+			print "GOAL name=handle_path_vs_mutex value=n/a target=- met=NO what=\"callgrind failed\""
+		else
+			printf "GOAL name=handle_path_vs_mutex value=%.3f target=<=1.00 met=%s what=\"instructions per acquire+release by handle (net of the harness), cpool_handle %s - empty %s over mutex %s - empty\"\n",
+				(h - v["empty"]) / (m - v["empty"]), h <= m ? "yes" : "NO", h, v["empty"], m
+		printf "(by name %s, by handle %s: the lookup costs %.1f)\n", c, h, c - h
 		printf "(probe on adds %.1f user-space instructions per op: cpool %s - cpool_bypass %s)\n",
 			v["cpool"] - c, v["cpool"], c
 	}' "$tmp/rows"

@@ -47,6 +47,13 @@ Test(api, config_init_writes_the_documented_defaults)
 	cr_assert_null(cfg.on_connect);
 	cr_assert_null(cfg.log_fn);
 	cr_assert_null(cfg.user_data);
+	cr_assert_null(cfg.conn_ops);
+	cr_assert_null(cfg.dns_servers);
+	assert_stat(cfg, dns_min_ttl_ms, 1000);
+	assert_stat(cfg, dns_max_ttl_ms, 30000);
+	assert_stat(cfg, happy_eyeballs_ms, 250);
+	assert_stat(cfg, eject_after_failures, 5);
+	assert_stat(cfg, max_ejection_percent, 50);
 }
 
 Test(api, create_rejects_a_null_out_pointer)
@@ -149,6 +156,61 @@ spoil_flags_next(struct cpool_config *cfg)
 	cfg->flags = CPOOL_NONBLOCK | (CPOOL_NO_PIN << 1);
 }
 
+static void
+spoil_dns_min(struct cpool_config *cfg)
+{
+	cfg->dns_min_ttl_ms = 0;
+}
+
+static void
+spoil_dns_max(struct cpool_config *cfg)
+{
+	cfg->dns_min_ttl_ms = 2000;
+	cfg->dns_max_ttl_ms = 1999;
+}
+
+static void
+spoil_dns_max_day(struct cpool_config *cfg)
+{
+	cfg->dns_max_ttl_ms = 86400001;
+}
+
+static void
+spoil_ejection_percent(struct cpool_config *cfg)
+{
+	cfg->max_ejection_percent = 101;
+}
+
+static void
+spoil_happy_eyeballs(struct cpool_config *cfg)
+{
+	cfg->happy_eyeballs_ms = 1u << 31;
+}
+
+static void
+spoil_dns_servers_empty(struct cpool_config *cfg)
+{
+	cfg->dns_servers = "";
+}
+
+static void
+spoil_dns_servers_name(struct cpool_config *cfg)
+{
+	cfg->dns_servers = "ns.example:53";
+}
+
+static void
+spoil_dns_servers_port(struct cpool_config *cfg)
+{
+	cfg->dns_servers = "127.0.0.1:53,127.0.0.2:65536";
+}
+
+static void
+spoil_dns_servers_v6(struct cpool_config *cfg)
+{
+	cfg->dns_servers = "::1:53";
+}
+
 Test(api, create_rejects_each_invalid_field_and_names_it_in_the_log)
 {
 	static const struct bad_field bad[] = {
@@ -160,6 +222,15 @@ Test(api, create_rejects_each_invalid_field_and_names_it_in_the_log)
 		{ "keepalive_count", spoil_keepalive_count },
 		{ "flags", spoil_flags_high },
 		{ "flags", spoil_flags_next },
+		{ "dns_min_ttl_ms", spoil_dns_min },
+		{ "dns_max_ttl_ms", spoil_dns_max },
+		{ "dns_max_ttl_ms", spoil_dns_max_day },
+		{ "max_ejection_percent", spoil_ejection_percent },
+		{ "happy_eyeballs_ms", spoil_happy_eyeballs },
+		{ "dns_servers", spoil_dns_servers_empty },
+		{ "dns_servers", spoil_dns_servers_name },
+		{ "dns_servers", spoil_dns_servers_port },
+		{ "dns_servers", spoil_dns_servers_v6 },
 	};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
@@ -200,6 +271,148 @@ Test(api, create_accepts_the_edges_of_the_valid_ranges)
 	cfg.idle_timeout_ms = 0;
 	cfg.flags = CPOOL_NONBLOCK | CPOOL_NO_PIN;
 	cpool_destroy(pool_new(&cfg));
+
+	/* the 0.2 fields: min == max, no Happy Eyeballs, no ejection, 100 %,
+	 * servers of both families with and without ports */
+	cpool_config_init(&cfg);
+	cfg.workers = 1;
+	cfg.dns_min_ttl_ms = 1;
+	cfg.dns_max_ttl_ms = 1;
+	cfg.happy_eyeballs_ms = 0;
+	cfg.eject_after_failures = 0;
+	cfg.max_ejection_percent = 100;
+	cfg.dns_servers = "127.0.0.1,127.0.0.2:5353,[::1]:53,::1";
+	cpool_destroy(pool_new(&cfg));
+	cfg.dns_max_ttl_ms = 86400000;
+	cfg.happy_eyeballs_ms = 5000; /* past connect_timeout_ms: legal */
+	cpool_destroy(pool_new(&cfg));
+}
+
+Test(api, dns_servers_is_copied_at_create)
+{
+	char servers[] = "127.0.0.1:9";
+	struct cpool_config cfg;
+	struct cpool *pool;
+
+	cpool_config_init(&cfg);
+	cfg.workers = 1;
+	cfg.dns_servers = servers;
+	pool = pool_new(&cfg);
+	memset(servers, 'x', sizeof(servers) - 1); /* now invalid */
+	/* a numeric address never reaches the resolver */
+	assert_ret(cpool_endpoint_add(pool, "127.0.0.1:1"), 0);
+	cpool_destroy(pool);
+}
+
+Test(api, handles_check_their_arguments_and_refuse_unknown_endpoints)
+{
+	struct fault_server *fs = server_new(FS_INET);
+	const char *addr = fs_address(fs);
+	struct cpool *pool = pool_new(NULL);
+	struct cpool_endpoint *ep = (struct cpool_endpoint *)SENTINEL_CONN;
+	struct cpool_conn *c = SENTINEL_CONN;
+
+	pool_add(pool, addr);
+	assert_ret(cpool_endpoint_get(NULL, addr, &ep), -EINVAL);
+	assert_ret(cpool_endpoint_get(pool, NULL, &ep), -EINVAL);
+	assert_ret(cpool_endpoint_get(pool, addr, NULL), -EINVAL);
+	assert_ret(cpool_endpoint_get(pool, "127.0.0.1:1", &ep), -ENOENT);
+	cr_assert_eq(ep, (struct cpool_endpoint *)SENTINEL_CONN,
+		     "out changed on failure");
+	assert_ret(cpool_acquire_ep(NULL, &c), -EINVAL);
+	cpool_endpoint_put(NULL);
+
+	assert_ret(cpool_endpoint_get(pool, addr, &ep), 0);
+	assert_ret(cpool_acquire_ep(ep, NULL), -EINVAL);
+	assert_ret(cpool_acquire_ep(ep, &c), 0);
+	assert_echo(c, "by handle");
+	cpool_release(c, 0);
+	/* the handle's lease and the name's are the same pool's */
+	c = lease(pool, addr);
+	cr_assert(cpool_conn_reused(c), "by name after by handle: not reused");
+	cpool_release(c, 0);
+	assert_stat(stats_of(pool, addr), acquires, 2);
+	assert_stat(stats_of(pool, addr), connects, 1);
+
+	/* removed: -ENOENT for good, also once the address is back */
+	assert_ret(cpool_endpoint_remove(pool, addr), 0);
+	assert_ret(cpool_acquire_ep(ep, &c), -ENOENT);
+	pool_add(pool, addr);
+	assert_ret(cpool_acquire_ep(ep, &c), -ENOENT);
+	cpool_endpoint_put(ep);
+	assert_ret(cpool_endpoint_get(pool, addr, &ep), 0);
+	assert_ret(cpool_acquire_ep(ep, &c), 0);
+	cpool_release(c, 0);
+
+	/* a handle may outlive its pool: -ESHUTDOWN, then put frees it all */
+	cpool_destroy(pool);
+	assert_ret(cpool_acquire_ep(ep, &c), -ESHUTDOWN);
+	cpool_endpoint_put(ep);
+	fs_stop(fs);
+}
+
+Test(api, stats_closed_reads_old_and_appended_reasons_within_the_size)
+{
+	struct cpool_stats st;
+
+	memset(&st, 0, sizeof(st));
+	st.size = sizeof(st);
+	st.closed[CPOOL_CLOSE_SHUTDOWN] = 7;
+	st.closed_more[CPOOL_CLOSE_DRAINED - CPOOL_CLOSE_REASON_COUNT] = 9;
+	cr_assert_eq(cpool_stats_closed(&st, CPOOL_CLOSE_SHUTDOWN), 7);
+	cr_assert_eq(cpool_stats_closed(&st, CPOOL_CLOSE_DRAINED), 9);
+	cr_assert_eq(cpool_stats_closed(&st, CPOOL_CLOSE_REASON_END), 0);
+	cr_assert_eq(cpool_stats_closed(&st, (enum cpool_close_reason)-1), 0);
+	cr_assert_eq(cpool_stats_closed(NULL, CPOOL_CLOSE_SHUTDOWN), 0);
+	/* a caller built before closed_more[]: its size ends before it */
+	st.size = offsetof(struct cpool_stats, closed_more);
+	cr_assert_eq(cpool_stats_closed(&st, CPOOL_CLOSE_DRAINED), 0);
+	cr_assert_eq(cpool_stats_closed(&st, CPOOL_CLOSE_SHUTDOWN), 7);
+	/* the v0.1 fields did not move */
+	cr_assert_eq(offsetof(struct cpool_stats, closed), 8 + 7 * 8);
+	cr_assert_eq(offsetof(struct cpool_stats, open),
+		     8 + 7 * 8 + CPOOL_CLOSE_REASON_COUNT * 8);
+	cr_assert_eq(CPOOL_CLOSE_REASON_COUNT, 11);
+}
+
+Test(api, stats_addresses_of_a_numeric_endpoint_is_its_one_address)
+{
+	struct fault_server *fs = server_new(FS_INET);
+	const char *addr = fs_address(fs);
+	struct cpool *pool = pool_new(NULL);
+	struct cpool_addr_stats as[2];
+	struct cpool_conn *c;
+	unsigned n = 99;
+
+	pool_add(pool, addr);
+	assert_ret(cpool_stats_addresses(NULL, addr, as, 2, &n), -EINVAL);
+	assert_ret(cpool_stats_addresses(pool, NULL, as, 2, &n), -EINVAL);
+	assert_ret(cpool_stats_addresses(pool, addr, as, 2, NULL), -EINVAL);
+	assert_ret(cpool_stats_addresses(pool, addr, NULL, 2, &n), -EINVAL);
+	as[0].size = 8;
+	assert_ret(cpool_stats_addresses(pool, addr, as, 2, &n), -EINVAL);
+	assert_ret(cpool_stats_addresses(pool, "127.0.0.1:1", NULL, 0, &n),
+		   -ENOENT);
+	assert_ret(cpool_stats_addresses(pool, addr, NULL, 0, &n), 0);
+	cr_assert_eq(n, 1);
+
+	c = lease(pool, addr);
+	cpool_release(lease(pool, addr), 0);
+	as[0].size = sizeof(as[0]);
+	assert_ret(cpool_stats_addresses(pool, addr, as, 2, &n), 0);
+	cr_assert_eq(n, 1);
+	cr_assert_str_eq(as[0].address, addr);
+	cr_assert_eq(as[0].state, 0);
+	cr_assert_eq(as[0].open, 2);
+	cr_assert_eq(as[0].leased, 1);
+	cr_assert_eq(as[0].connects, 2);
+	cr_assert_eq(as[0].connect_failures, 0);
+	cr_assert_eq(as[0].ejections, 0);
+	assert_stat(stats_of(pool, addr), addresses, 1);
+	assert_stat(stats_of(pool, NULL), addresses, 1);
+	cpool_release(c, 0);
+	cpool_destroy(pool);
+	fs_stop(fs);
 }
 
 Test(api, create_accepts_a_larger_struct_whose_tail_is_zero)
