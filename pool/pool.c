@@ -735,19 +735,79 @@ cpool_acquire(struct cpool *pool, const char *address, struct cpool_conn **out)
 }
 
 /*
+ * checkout_reason()'s healthy path with the coarse clock read already
+ * (@coarse): true when @c may be leased as it is (probe bypassed), false
+ * when the full checkout must decide.
+ */
+static inline bool
+checkout_quick(const struct cpool *pool, const struct cpool_conn *c,
+	       uint64_t coarse)
+{
+	uint64_t now = LOAD_RLX(&pool->tick_ns);
+
+	return !cpool__ep_conn_gone(c->ep, c) && now < c->expires_ns &&
+	       (!pool->idle_timeout_ns ||
+		now - c->released_ns < pool->idle_timeout_ns) &&
+	       !pool->check_idle_ns &&
+	       coarse - c->released_ns < pool->probe_bypass_ns;
+}
+
+/* The handle's acquire past its first look: @c popped (or NULL). */
+static int __attribute__((noinline))
+acquire_ep_more(struct cpool_endpoint *ep, struct cpool_idle *idle,
+		struct cpool_conn *c, bool hand, struct cpool_conn **out)
+{
+	struct cpool *pool = ep->pool;
+	unsigned sh = (unsigned)(idle - ep->idle);
+	int reason = 0;
+
+	if (hand)
+		cpool__idle_hand_over(idle);
+	if (c) {
+		reason = checkout_reason(pool, c);
+		if (likely(!reason)) {
+			ADD_RLX(&idle->reuses, 1);
+			lease(c, out);
+			return 0;
+		}
+	}
+	cpool__ep_get(ep);
+	return acquire_more(ep, sh, c, reason, out);
+}
+
+/* The handle's acquire when its list's lock is taken: wait for it. */
+static int __attribute__((noinline))
+acquire_ep_locked(struct cpool_endpoint *ep, struct cpool_idle *idle,
+		  struct cpool_conn **out)
+{
+	struct cpool_conn *c;
+	bool hand = false;
+
+	cpool__spin_lock_slow(&idle->lock);
+	c = cpool__idle_pop_locked(idle, &hand);
+	cpool__spin_unlock(&idle->lock);
+	return acquire_ep_more(ep, idle, c, hand, out);
+}
+
+/*
  * The handle's acquire: the handle's reference pins the endpoint, so no
  * read-side section, no lookup; a stopped endpoint says so in ep->dead
  * (set before its lists are drained: a pop that wins the race leases a
  * connection whose release then closes it, as after a by-name lookup
- * that came just before a removal).
+ * that came just before a removal). Its fast path makes no call but the
+ * coarse clock's, read first, and every slow case is a tail call, so that
+ * nothing has to live across a call: the path a hot caller runs is as
+ * short as the pool can make it.
  */
 int
 cpool_acquire_ep(struct cpool_endpoint *ep, struct cpool_conn **out)
 {
+	struct cpool_idle *idle;
 	struct cpool *pool;
 	struct cpool_conn *c;
-	unsigned sh;
-	int reason = 0, err;
+	uint64_t coarse = 0;
+	bool hand = false;
+	int err;
 
 	if (unlikely(!ep || !out))
 		return -EINVAL;
@@ -755,18 +815,19 @@ cpool_acquire_ep(struct cpool_endpoint *ep, struct cpool_conn **out)
 	if (unlikely(err))
 		return err;
 	pool = ep->pool;
-	sh = cpool__shard_cur(pool->nshards);
-	c = cpool__idle_pop(&ep->idle[sh]);
-	if (likely(c)) {
-		reason = checkout_reason(pool, c);
-		if (likely(!reason)) {
-			ADD_RLX(&ep->idle[sh].reuses, 1);
-			lease(c, out);
-			return 0;
-		}
-	}
-	cpool__ep_get(ep);
-	return acquire_more(ep, sh, c, reason, out);
+	if (pool->probe_bypass_ns)
+		coarse = cpool__coarse_ns();
+	idle = &ep->idle[cpool__shard_cur(pool->nshards)];
+	if (unlikely(__atomic_exchange_n(&idle->lock.locked, 1,
+					 __ATOMIC_ACQUIRE)))
+		return acquire_ep_locked(ep, idle, out);
+	c = cpool__idle_pop_locked(idle, &hand);
+	cpool__spin_unlock(&idle->lock);
+	if (unlikely(!c || hand || !checkout_quick(pool, c, coarse)))
+		return acquire_ep_more(ep, idle, c, hand, out);
+	ADD_RLX(&idle->reuses, 1);
+	lease(c, out);
+	return 0;
 }
 
 int
