@@ -148,6 +148,9 @@ cpool__aset_update(struct cpool_aset *s, const struct cpool_addr *a,
 	pthread_mutex_lock(&s->lock);
 	for (i = 0; i < n; i++) {
 		found = false;
+		for (unsigned j = 0; j < i && !found; j++) /* a duplicate */
+			found = a[j].len == a[i].len &&
+				!memcmp(&a[j].ss, &a[i].ss, a[i].len);
 		cds_list_for_each(pos, &s->members)
 			if (same_addr(cds_list_entry(pos, struct cpool_uaddr,
 						     link),
@@ -229,8 +232,9 @@ healthy(const struct cpool_uaddr *u, uint64_t now, bool *trial)
 	*trial = false;
 	if (!u->fail_streak && !u->ejected)
 		return true;
-	if (u->trial || now < u->backoff_until_ns ||
-	    (u->ejected && now < u->ejected_until_ns))
+	/* An ejection's time replaces the backoff's. */
+	if (u->trial ||
+	    now < (u->ejected ? u->ejected_until_ns : u->backoff_until_ns))
 		return false;
 	*trial = true;
 	return true;
@@ -450,9 +454,7 @@ cpool__aset_ready_ns(struct cpool_aset *s)
 	pthread_mutex_lock(&s->lock);
 	cds_list_for_each(pos, &s->members) {
 		u = cds_list_entry(pos, struct cpool_uaddr, link);
-		r = u->backoff_until_ns;
-		if (u->ejected && u->ejected_until_ns > r)
-			r = u->ejected_until_ns;
+		r = u->ejected ? u->ejected_until_ns : u->backoff_until_ns;
 		if (!u->fail_streak && !u->ejected)
 			r = 0;
 		if (r < t)

@@ -200,7 +200,7 @@ addr_state(const struct cpool_uaddr *u, uint64_t now)
 		st |= CPOOL_ADDR_DRAINING;
 	if (u->ejected && now < u->ejected_until_ns)
 		st |= CPOOL_ADDR_EJECTED;
-	if (u->fail_streak && now < u->backoff_until_ns)
+	else if (u->fail_streak && now < u->backoff_until_ns)
 		st |= CPOOL_ADDR_BACKOFF;
 	return st;
 }
