@@ -807,6 +807,7 @@ cpool_acquire_ep(struct cpool_endpoint *ep, struct cpool_conn **out)
 	struct cpool_conn *c;
 	uint64_t coarse = 0;
 	bool hand = false;
+	unsigned sh;
 	int err;
 
 	if (unlikely(!ep || !out))
@@ -814,10 +815,12 @@ cpool_acquire_ep(struct cpool_endpoint *ep, struct cpool_conn **out)
 	err = LOAD_ACQ(&ep->dead);
 	if (unlikely(err))
 		return err;
-	pool = ep->pool;
-	if (pool->probe_bypass_ns)
+	/* The calls first (the CPU's fallback, the clock), few values live. */
+	sh = cpool__shard_cur(ep->pool->nshards);
+	if (ep->pool->probe_bypass_ns)
 		coarse = cpool__coarse_ns();
-	idle = &ep->idle[cpool__shard_cur(pool->nshards)];
+	pool = ep->pool;
+	idle = &ep->idle[sh];
 	if (unlikely(__atomic_exchange_n(&idle->lock.locked, 1,
 					 __ATOMIC_ACQUIRE)))
 		return acquire_ep_locked(ep, idle, out);
@@ -885,8 +888,13 @@ release_refused(struct cpool_conn *c)
 	return rc != 0;
 }
 
-void
-cpool_release(struct cpool_conn *c, unsigned flags)
+/*
+ * The whole release: every check, and the put through admission. The fast
+ * path below comes here for anything but a clean lease going back to an
+ * uncontended list nobody waits at.
+ */
+static void __attribute__((noinline))
+release_full(struct cpool_conn *c, unsigned flags)
 {
 	struct cpool_endpoint *ep;
 	struct cpool *pool;
@@ -930,4 +938,64 @@ cpool_release(struct cpool_conn *c, unsigned flags)
 				      &ep->idle[cpool__shard_cur(pool->nshards)],
 				      c, CONN_LEASED)))
 		release_close(c, CPOOL_CLOSE_SHUTDOWN);
+}
+
+/* The put of release_full(), for the fast path's contended cases. */
+static void __attribute__((noinline))
+release_put(struct cpool_conn *c, struct cpool_idle *idle)
+{
+	c->released_ns = LOAD_RLX(&c->ep->pool->tick_ns);
+	if (unlikely(cpool__admit_put(&c->ep->admit, idle, c, CONN_LEASED)))
+		release_close(c, CPOOL_CLOSE_SHUTDOWN);
+}
+
+static void __attribute__((noinline))
+release_hand_over(struct cpool_idle *idle)
+{
+	cpool__idle_hand_over(idle);
+}
+
+/*
+ * Release's fast path: a clean lease of a pool without per-lease policy
+ * (max_uses, ops->release), no drain under way, back onto an uncontended
+ * list nobody waits at. Everything else is a tail call to release_full(),
+ * so that nothing lives across a call here.
+ */
+void
+cpool_release(struct cpool_conn *c, unsigned flags)
+{
+	struct cpool_endpoint *ep;
+	struct cpool_idle *idle;
+	struct cpool *pool;
+	bool hand;
+
+	if (unlikely(!c))
+		return;
+	ep = c->ep;
+	pool = ep->pool;
+	if (unlikely(flags | c->broken | pool->cfg.max_uses |
+		     (pool->ops.release != NULL) | LOAD_RLX(&ep->ndraining) |
+		     (LOAD_RLX(&c->state) != CONN_LEASED)) ||
+	    unlikely(LOAD_RLX(&pool->tick_ns) >= c->expires_ns)) {
+		release_full(c, flags);
+		return;
+	}
+	idle = &ep->idle[cpool__shard_cur(pool->nshards)];
+	if (unlikely(__atomic_exchange_n(&idle->lock.locked, 1,
+					 __ATOMIC_ACQUIRE))) {
+		release_put(c, idle);
+		return;
+	}
+	/* Under the lock, as in cpool__admit_put(): see admit.h. */
+	if (unlikely(LOAD_RLX(&c->ep->admit.gate))) {
+		cpool__spin_unlock(&idle->lock);
+		release_put(c, idle);
+		return;
+	}
+	c->released_ns = LOAD_RLX(&c->ep->pool->tick_ns);
+	CPOOL_PAUSE(CPOOL_PP_RELEASE_GATE_READ, &c->ep->admit);
+	hand = cpool__idle_push_locked(idle, c, CONN_LEASED);
+	cpool__spin_unlock(&idle->lock);
+	if (unlikely(hand))
+		release_hand_over(idle);
 }
