@@ -16,7 +16,11 @@
  *  - worker events on connections a removal has already drained: closed
  *    once each, never twice;
  *  - a host-local connect failure (EPOLL_CTL_ADD says ENOSPC): no backoff,
- *    no fail-fast, the next acquire works.
+ *    no fail-fast, the next acquire works;
+ *  - a release preempted between its "address still in the set" check and
+ *    its push while DNS drops the address and the drain runs: the
+ *    connection it then pools is closed as drained (by the worker, or by
+ *    a checkout that meets it first), never leased again.
  */
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -29,6 +33,11 @@
 #include "util/check.h"
 #include "util/waitfor.h"
 #include "util/leakcheck.h"
+#include "util/dnssrv.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 TestSuite(interleave, .timeout = 60, .fini = leak_fini);
 
@@ -396,4 +405,128 @@ Test(interleave, an_epoll_limit_of_this_host_starts_no_backoff_for_the_endpoint)
 	cr_assert_eq(fs_accepted(fs), 4, "server saw %u connects, want 4",
 		     fs_accepted(fs));
 	fs_stop(fs);
+}
+
+/* A listener on @ip:@port (0: any) that never accepts; its port. */
+static int
+listen_on(const char *ip, int port, int *fd)
+{
+	struct sockaddr_in sin = { .sin_family = AF_INET,
+				   .sin_port = htons((uint16_t)port) };
+	socklen_t len = sizeof(sin);
+	int one = 1;
+
+	cr_assert_eq(inet_pton(AF_INET, ip, &sin.sin_addr), 1);
+	*fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_geq(*fd, 0);
+	setsockopt(*fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	cr_assert_eq(bind(*fd, (struct sockaddr *)&sin, sizeof(sin)), 0,
+		     "bind %s:%d: %s", ip, port, strerror(errno));
+	/* Connections complete in the accept queue (SOCKETS.md S11). */
+	cr_assert_eq(listen(*fd, 64), 0);
+	cr_assert_eq(getsockname(*fd, (struct sockaddr *)&sin, &len), 0);
+	return ntohs(sin.sin_port);
+}
+
+/* The peer address of a lease, as "a.b.c.d". */
+static void
+peer_ip(struct cpool_conn *c, char *buf, size_t len)
+{
+	struct sockaddr_in sin;
+	socklen_t slen = sizeof(sin);
+
+	cr_assert_eq(getpeername(cpool_conn_fd(c), (struct sockaddr *)&sin,
+				 &slen),
+		     0);
+	inet_ntop(AF_INET, &sin.sin_addr, buf, (socklen_t)len);
+}
+
+/* State of the address @text of @addr's set, or -1 when it is gone. */
+static int
+address_state(struct cpool *pool, const char *addr, const char *text)
+{
+	struct cpool_addr_stats as[8];
+	unsigned n = 0, i;
+
+	as[0].size = sizeof(as[0]);
+	assert_ret(cpool_stats_addresses(pool, addr, as, 8, &n), 0);
+	for (i = 0; i < n && i < 8; i++)
+		if (!strcmp(as[i].address, text))
+			return (int)as[i].state;
+	return -1;
+}
+
+Test(interleave, a_release_racing_a_drain_never_pools_a_gone_address)
+{
+	const char *why = NULL, *two[] = { "127.0.0.2" },
+		   *three[] = { "127.0.0.3" };
+	struct cpool_config cfg = config_one_shard();
+	struct call rel = { .cpu = -1 };
+	char addr[64], gone[64], ip[32];
+	struct cpool_stats st;
+	struct dnssrv d;
+	struct cpool *pool;
+	struct cpool_conn *c;
+	int l2, l3, port;
+	int64_t t0;
+
+	if (!dnssrv_available(&why))
+		cr_skip_test("no dnsmasq: %s", why);
+	pp_arm(CPOOL_PP_RELEASE_GATE_READ, false, -1u, 0); /* skips if release */
+	pp_disarm();
+	port = listen_on("127.0.0.2", 0, &l2);
+	listen_on("127.0.0.3", port, &l3);
+	assert_ret(dnssrv_start(&d, 1), 0);
+	assert_ret(dnssrv_set(&d, "race.test", two, 1), 0);
+	cfg.dns_servers = d.servers;
+	cfg.dns_min_ttl_ms = 50;
+	cfg.dns_max_ttl_ms = 100;
+	cfg.probe_bypass_ms = 0;
+	pool = pool_new(&cfg);
+	snprintf(addr, sizeof(addr), "race.test:%d", port);
+	snprintf(gone, sizeof(gone), "127.0.0.2:%d", port);
+	pool_add(pool, addr);
+	c = lease(pool, addr);
+	peer_ip(c, ip, sizeof(ip));
+	cr_assert_str_eq(ip, "127.0.0.2");
+
+	/* The release passed its check and stops before the push. */
+	pp_arm(CPOOL_PP_RELEASE_GATE_READ, true, -1u, 0);
+	rel.c = c;
+	call_start(&rel, release_main);
+	cr_assert(pp_wait(CPOOL_PP_RELEASE_GATE_READ, 0, WAIT_MS),
+		  "the release never reached its push");
+	/* DNS drops .2: the refresh drains it while the lease is out. */
+	assert_ret(dnssrv_set(&d, "race.test", three, 1), 0);
+	t0 = now_ms();
+	while (address_state(pool, addr, gone) != CPOOL_ADDR_DRAINING &&
+	       now_ms() - t0 < 5000)
+		pause_ms(5);
+	cr_assert_eq(address_state(pool, addr, gone), CPOOL_ADDR_DRAINING,
+		     "%s not draining 5 s after the change", gone);
+	st = stats_of(pool, addr);
+	assert_stat(st, open, 1);
+	cr_assert_eq(cpool_stats_closed(&st, CPOOL_CLOSE_DRAINED), 0);
+
+	/* Now it pools the connection to the gone address. */
+	pp_disarm();
+	call_join(&rel, WAIT_MS);
+	/* Closed as drained: by the worker's look at the list it joined. */
+	assert_stats_wait(pool, addr, st,
+			  cpool_stats_closed(&st, CPOOL_CLOSE_DRAINED) == 1,
+			  WORKER_WAIT_MS);
+	assert_stat(st, open, 0);
+	assert_stat(st, idle, 0);
+	cr_assert_eq(address_state(pool, addr, gone), -1,
+		     "%s still listed with no connection left", gone);
+	/* The next lease is a new connection to .3. */
+	c = lease(pool, addr);
+	peer_ip(c, ip, sizeof(ip));
+	cr_assert_str_eq(ip, "127.0.0.3");
+	cr_assert(!cpool_conn_reused(c));
+	cpool_release(c, 0);
+	cpool_destroy(pool);
+	dnssrv_free(&d);
+	close(l2);
+	close(l3);
 }
