@@ -182,15 +182,21 @@ field_u(const unsigned char *buf, size_t size, size_t off)
 #define FIELD(buf, size, name)                                                 \
 	field_u(buf, size, offsetof(struct cpool_config, name))
 
-/* A field the caller's struct may end before: its default then. */
-static unsigned
-field_or(const unsigned char *buf, size_t size, size_t off, unsigned dflt)
+/*
+ * The 0.2 upstream-set fields as the library sees them: the defaults with
+ * the caller's bytes over them (a field the size cuts is part theirs).
+ */
+static bool
+upstream_invalid(const unsigned char *buf, size_t size)
 {
-	return off + sizeof(unsigned) <= size ? field_u(buf, size, off) : dflt;
-}
+	struct cpool_config e;
 
-#define FIELD_OR(buf, size, name, dflt)                                        \
-	field_or(buf, size, offsetof(struct cpool_config, name), dflt)
+	cpool_config_init(&e);
+	memcpy(&e, buf, size < sizeof(e) ? size : sizeof(e));
+	return e.dns_min_ttl_ms == 0 || e.dns_max_ttl_ms < e.dns_min_ttl_ms ||
+	       e.dns_max_ttl_ms > 86400000u || e.happy_eyeballs_ms > INT_MAX ||
+	       e.max_ejection_percent > 100;
+}
 
 /* Whether the (sanitized) dns_servers field names an invalid string. */
 static bool
@@ -232,13 +238,7 @@ documented_invalid(const unsigned char *buf, size_t size)
 	       (FIELD(buf, size, check_idle_ms) &&
 		!field_set(buf, size, offsetof(struct cpool_config, conn_ops),
 			   sizeof(void *))) ||
-	       FIELD_OR(buf, size, dns_min_ttl_ms, 1000) == 0 ||
-	       FIELD_OR(buf, size, dns_max_ttl_ms, 30000) <
-		       FIELD_OR(buf, size, dns_min_ttl_ms, 1000) ||
-	       FIELD_OR(buf, size, dns_max_ttl_ms, 30000) > 86400000u ||
-	       FIELD_OR(buf, size, happy_eyeballs_ms, 250) > INT_MAX ||
-	       FIELD_OR(buf, size, max_ejection_percent, 50) > 100 ||
-	       dns_invalid(buf, size);
+	       upstream_invalid(buf, size) || dns_invalid(buf, size);
 }
 
 static void
