@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "util/check.h"
+#include "util/dnssrv.h"
 #include "util/leakcheck.h"
 
 TestSuite(api, .timeout = 60, .fini = leak_fini);
@@ -208,7 +209,7 @@ spoil_dns_servers_port(struct cpool_config *cfg)
 static void
 spoil_dns_servers_v6(struct cpool_config *cfg)
 {
-	cfg->dns_servers = "::1:53";
+	cfg->dns_servers = "[::1]:"; /* a bracket, then no port */
 }
 
 Test(api, create_rejects_each_invalid_field_and_names_it_in_the_log)
@@ -538,16 +539,45 @@ Test(api, well_formed_addresses_are_accepted_without_connecting)
 
 Test(api, a_name_that_does_not_resolve_gives_the_resolvers_mapped_code)
 {
-	struct cpool *pool = pool_new(NULL);
-	int err = cpool_endpoint_add(pool, "no-such-host.invalid:80");
+	const char *why = NULL;
+	struct cpool_config cfg;
+	struct dnssrv d;
+	struct cpool *pool;
+	int64_t t0;
+	int err;
 
-	cr_assert(err == -EHOSTUNREACH || err == -EAGAIN,
-		  "got %d (%s) want -EHOSTUNREACH or -EAGAIN", err,
-		  strerror(-err));
+	if (!dnssrv_available(&why))
+		cr_skip_test("%s", why);
+	assert_ret(dnssrv_start(&d, 1), 0);
+	cpool_config_init(&cfg);
+	cfg.workers = 1;
+	cfg.dns_servers = d.servers;
+	pool = pool_new(&cfg);
+	/* NXDOMAIN: the server says so at once */
+	t0 = now_ms();
+	assert_ret(cpool_endpoint_add(pool, "no-such-host.test:80"),
+		   -EHOSTUNREACH);
+	cr_assert_lt(now_ms() - t0, 2000, "NXDOMAIN took %lld ms",
+		     (long long)(now_ms() - t0));
 	/* nothing was added */
-	assert_ret(cpool_endpoint_remove(pool, "no-such-host.invalid:80"),
+	assert_ret(cpool_endpoint_remove(pool, "no-such-host.test:80"),
 		   -ENOENT);
 	cpool_destroy(pool);
+
+	/* No server: -EAGAIN (refused) or -ETIMEDOUT, within the 5 s bound */
+	dnssrv_stop(&d);
+	pool = pool_new(&cfg);
+	t0 = now_ms();
+	err = cpool_endpoint_add(pool, "no-such-host.test:80");
+	cr_assert(err == -EAGAIN || err == -ETIMEDOUT,
+		  "got %d (%s) want -EAGAIN or -ETIMEDOUT", err,
+		  strerror(-err));
+	cr_assert_lt(now_ms() - t0, 5000 + 1500, "took %lld ms",
+		     (long long)(now_ms() - t0));
+	assert_ret(cpool_endpoint_remove(pool, "no-such-host.test:80"),
+		   -ENOENT);
+	cpool_destroy(pool);
+	dnssrv_free(&d);
 }
 
 Test(api, endpoints_are_unique_and_acquire_needs_a_known_one)
