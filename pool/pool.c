@@ -933,6 +933,7 @@ release_full(struct cpool_conn *c, unsigned flags)
 		release_close(c, (enum cpool_close_reason)reason);
 		return;
 	}
+	CPOOL_PAUSE(CPOOL_PP_RELEASE_CHECKED, c);
 	/* Closing (removed, shut down, or a fork child's copy): close it. */
 	if (unlikely(cpool__admit_put(&ep->admit,
 				      &ep->idle[cpool__shard_cur(pool->nshards)],
@@ -980,6 +981,7 @@ cpool_release(struct cpool_conn *c, unsigned flags)
 		release_full(c, flags);
 		return;
 	}
+	CPOOL_PAUSE(CPOOL_PP_RELEASE_CHECKED, c);
 	idle = &ep->idle[cpool__shard_cur(pool->nshards)];
 	if (unlikely(__atomic_exchange_n(&idle->lock.locked, 1,
 					 __ATOMIC_ACQUIRE))) {

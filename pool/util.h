@@ -79,6 +79,8 @@ enum cpool_pause_point {		/* (what the hook's obj points to) */
 	CPOOL_PP_WORKER_CLOCK,		/* worker: clock read, unused (index) */
 	CPOOL_PP_DRAIN_DONE,		/* removal: lists drained, not closed */
 	CPOOL_PP_FAULT_EPOLL_ADD,	/* conn: nonzero fails the ADD with it */
+	CPOOL_PP_RELEASE_CHECKED,	/* release: its address was in the set,
+					 * no lock held, not pushed (conn) */
 };
 
 #ifdef CPOOL_DEBUG

@@ -472,7 +472,7 @@ Test(interleave, a_release_racing_a_drain_never_pools_a_gone_address)
 
 	if (!dnssrv_available(&why))
 		cr_skip_test("no dnsmasq: %s", why);
-	pp_arm(CPOOL_PP_RELEASE_GATE_READ, false, -1u, 0); /* skips if release */
+	pp_arm(CPOOL_PP_RELEASE_CHECKED, false, -1u, 0); /* skips if release */
 	pp_disarm();
 	port = listen_on("127.0.0.2", 0, &l2);
 	listen_on("127.0.0.3", port, &l3);
@@ -491,10 +491,10 @@ Test(interleave, a_release_racing_a_drain_never_pools_a_gone_address)
 	cr_assert_str_eq(ip, "127.0.0.2");
 
 	/* The release passed its check and stops before the push. */
-	pp_arm(CPOOL_PP_RELEASE_GATE_READ, true, -1u, 0);
+	pp_arm(CPOOL_PP_RELEASE_CHECKED, true, -1u, 0);
 	rel.c = c;
 	call_start(&rel, release_main);
-	cr_assert(pp_wait(CPOOL_PP_RELEASE_GATE_READ, 0, WAIT_MS),
+	cr_assert(pp_wait(CPOOL_PP_RELEASE_CHECKED, 0, WAIT_MS),
 		  "the release never reached its push");
 	/* DNS drops .2: the refresh drains it while the lease is out. */
 	assert_ret(dnssrv_set(&d, "race.test", three, 1), 0);
