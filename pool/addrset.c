@@ -380,7 +380,10 @@ failed_locked(struct cpool_aset *s, struct cpool_uaddr *u, int err,
 			return; /* backoff only: the set must keep serving */
 		u->ejected = true;
 		s->nejected++;
+	} else if (now < u->ejected_until_ns) {
+		return; /* tried while out (panic): it stays out, no longer */
 	}
+	/* Ejected now, or again after its trial failed: longer each time. */
 	u->eject_streak++;
 	delay = EJECT_BASE_NS * u->eject_streak;
 	u->ejected_until_ns = now + (delay > EJECT_MAX_NS ? EJECT_MAX_NS

@@ -32,6 +32,7 @@ enum fs_cmd {
 	CMD_MODE,
 	CMD_ACT,
 	CMD_REFUSE,
+	CMD_LISTEN,
 	CMD_STOP,
 };
 
@@ -43,6 +44,7 @@ struct fs_conn {
 
 struct fault_server {
 	enum fs_family family;
+	char ip[64];		/* fs_start_at(): the address to bind, or "" */
 	int lfd;
 	int ctl[2];
 	int port;
@@ -235,6 +237,8 @@ conn_act(struct fs_conn *fc, enum fs_action act, const void *buf, size_t len)
 }
 
 /* Server thread: runs the posted command. Returns false on CMD_STOP. */
+static int listen_on(struct fault_server *fs);
+
 static bool
 run_command(struct fault_server *fs)
 {
@@ -274,6 +278,9 @@ run_command(struct fault_server *fs)
 		if (fs->lfd != -1)
 			close(fs->lfd);
 		fs->lfd = -1;
+		break;
+	case CMD_LISTEN:
+		result = fs->lfd == -1 ? listen_on(fs) : 0;
 		break;
 	case CMD_STOP:
 		for (size_t i = 0; i < fs->nconns; i++)
@@ -392,12 +399,20 @@ listen_on(struct fault_server *fs)
 
 		sin->sin_family = AF_INET;
 		sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		if (fs->ip[0] &&
+		    inet_pton(AF_INET, fs->ip, &sin->sin_addr) != 1)
+			return -1;
+		sin->sin_port = htons((uint16_t)fs->port);
 		len = sizeof(*sin);
 	} else if (fs->family == FS_INET6) {
 		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
 
 		sin6->sin6_family = AF_INET6;
 		sin6->sin6_addr = in6addr_loopback;
+		if (fs->ip[0] &&
+		    inet_pton(AF_INET6, fs->ip, &sin6->sin6_addr) != 1)
+			return -1;
+		sin6->sin6_port = htons((uint16_t)fs->port);
 		len = sizeof(*sin6);
 	} else {
 		struct sockaddr_un *sun = (struct sockaddr_un *)&ss;
@@ -418,6 +433,8 @@ listen_on(struct fault_server *fs)
 	if (fs->family == FS_INET6)
 		setsockopt(fs->lfd, IPPROTO_IPV6, IPV6_V6ONLY, &one,
 			   sizeof(one));
+	/* Listening again on the same port (fs_listen_again()). */
+	setsockopt(fs->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (bind(fs->lfd, (struct sockaddr *)&ss, len) == -1 ||
 	    listen(fs->lfd, 128) == -1)
 		return -1;
@@ -432,12 +449,12 @@ listen_on(struct fault_server *fs)
 		return -1;
 	if (fs->family == FS_INET) {
 		fs->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-		snprintf(fs->address, sizeof(fs->address), "127.0.0.1:%d",
-			 fs->port);
+		snprintf(fs->address, sizeof(fs->address), "%s:%d",
+			 fs->ip[0] ? fs->ip : "127.0.0.1", fs->port);
 	} else {
 		fs->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-		snprintf(fs->address, sizeof(fs->address), "[::1]:%d",
-			 fs->port);
+		snprintf(fs->address, sizeof(fs->address), "[%s]:%d",
+			 fs->ip[0] ? fs->ip : "::1", fs->port);
 	}
 	return 0;
 }
@@ -494,8 +511,8 @@ track_live(struct fault_server *fs, bool on)
 	pthread_mutex_unlock(&live_lock);
 }
 
-struct fault_server *
-fs_start(enum fs_family family)
+static struct fault_server *
+start(enum fs_family family, const char *ip, int port)
 {
 	struct fault_server *fs = calloc(1, sizeof(*fs));
 	pthread_condattr_t ca;
@@ -504,6 +521,9 @@ fs_start(enum fs_family family)
 	if (!fs)
 		return NULL;
 	fs->family = family;
+	if (ip)
+		snprintf(fs->ip, sizeof(fs->ip), "%s", ip);
+	fs->port = port;
 	fs->lfd = -1;
 	fs->ctl[0] = fs->ctl[1] = -1;
 	pthread_mutex_init(&fs->cmd_lock, NULL);
@@ -535,6 +555,18 @@ fail:
 	free(fs);
 	errno = err;
 	return NULL;
+}
+
+struct fault_server *
+fs_start(enum fs_family family)
+{
+	return start(family, NULL, 0);
+}
+
+struct fault_server *
+fs_start_at(const char *ip, int port)
+{
+	return start(strchr(ip, ':') ? FS_INET6 : FS_INET, ip, port);
 }
 
 /* Posts a command and sleeps until the server thread has carried it out. */
@@ -639,6 +671,17 @@ fs_refuse(struct fault_server *fs)
 	pthread_mutex_lock(&fs->cmd_lock);
 	post(fs, CMD_REFUSE);
 	pthread_mutex_unlock(&fs->cmd_lock);
+}
+
+int
+fs_listen_again(struct fault_server *fs)
+{
+	int rc;
+
+	pthread_mutex_lock(&fs->cmd_lock);
+	rc = post(fs, CMD_LISTEN);
+	pthread_mutex_unlock(&fs->cmd_lock);
+	return rc;
 }
 
 unsigned

@@ -48,6 +48,13 @@ struct fault_server;
  */
 struct fault_server *fs_start(enum fs_family family);
 
+/*
+ * As fs_start(), on a given loopback address ("127.0.0.2", "::1"; every
+ * 127/8 address is this host's) and @port (0: an ephemeral one): the
+ * members of a name's set share one port. NULL with errno set on failure.
+ */
+struct fault_server *fs_start_at(const char *ip, int port);
+
 /* Closes every connection and the listener, joins the thread, frees. */
 void fs_stop(struct fault_server *fs);
 
@@ -68,6 +75,12 @@ void fs_set_mode(struct fault_server *fs, enum fs_mode mode);
  */
 int fs_act(struct fault_server *fs, enum fs_action act, int client_port,
 	   const void *buf, size_t len);
+
+/*
+ * After fs_refuse(): listens again on the same address and port. Returns
+ * 0, or -1 when the bind fails.
+ */
+int fs_listen_again(struct fault_server *fs);
 
 /* Shorthands for fs_act(..., 0, ...): act on every open connection. */
 int fs_close_all(struct fault_server *fs);

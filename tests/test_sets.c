@@ -1,0 +1,743 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Upstream sets against a real DNS server: dnsmasq started by the test on
+ * a free loopback port (tests/util/dnssrv.h), the set's members fault
+ * servers on 127.0.0.2, .3, .4, .5 sharing one port. The pool is pointed
+ * at dnsmasq with cfg.dns_servers; the test rewrites the name's records
+ * and watches the pool follow: spread, change, failover, a member's death
+ * and return, all members dead (panic), DNS down, Happy Eyeballs, handles.
+ *
+ * Bounds: dnsmasq answers with TTL 1 s, clamped by dns_min_ttl_ms and
+ * dns_max_ttl_ms, so a change is seen within dns_max_ttl_ms plus a query;
+ * the tests allow that plus generous slack for a loaded machine, and poll
+ * observable state (stats, per-address stats) to their deadlines.
+ */
+#include <criterion/criterion.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "util/check.h"
+#include "util/dnssrv.h"
+#include "util/fault_server.h"
+#include "util/leakcheck.h"
+#include "util/net.h"
+#include "util/proc.h"
+#include "util/waitfor.h"
+
+TestSuite(sets, .timeout = 120, .fini = leak_fini);
+
+#define NAME "set.test"
+#define MAXM 4 /* members on 127.0.0.2 .. .5 */
+/* A change is seen within dns_max_ttl_ms plus a query: this, and slack. */
+#define FOLLOW_MS 6000
+
+struct env {
+	struct dnssrv d;
+	struct fault_server *m[MAXM];
+	int port;
+	struct cpool *pool;
+	char addr[64];
+};
+
+static const char *const ip_of[MAXM] = { "127.0.0.2", "127.0.0.3",
+					 "127.0.0.4", "127.0.0.5" };
+
+/* dnsmasq and the members; the pool comes from env_pool(). */
+static void
+env_start(struct env *e, unsigned members)
+{
+	const char *why = NULL;
+	unsigned i;
+
+	memset(e, 0, sizeof(*e));
+	if (!dnssrv_available(&why))
+		cr_skip_test("%s", why);
+	assert_ret(dnssrv_start(&e->d, 1), 0);
+	for (i = 0; i < members; i++) {
+		e->m[i] = fs_start_at(ip_of[i], e->port);
+		cr_assert_not_null(e->m[i], "member %s: %s", ip_of[i],
+				   strerror(errno));
+		e->port = fs_port(e->m[i]);
+	}
+	snprintf(e->addr, sizeof(e->addr), NAME ":%d", e->port);
+}
+
+static void
+env_names(struct env *e, const char *const *ips, unsigned n)
+{
+	assert_ret(dnssrv_set(&e->d, NAME, ips, n), 0);
+}
+
+static struct cpool_config
+env_config(const struct env *e)
+{
+	struct cpool_config cfg;
+
+	cpool_config_init(&cfg);
+	cfg.workers = 2;
+	cfg.dns_servers = e->d.servers;
+	cfg.dns_min_ttl_ms = 200;
+	cfg.dns_max_ttl_ms = 400;
+	cfg.acquire_timeout_ms = 5000;
+	return cfg;
+}
+
+static void
+env_pool(struct env *e, const struct cpool_config *cfg)
+{
+	e->pool = pool_new(cfg);
+	pool_add(e->pool, e->addr);
+}
+
+static void
+env_stop(struct env *e)
+{
+	if (e->pool)
+		cpool_destroy(e->pool);
+	for (unsigned i = 0; i < MAXM; i++)
+		if (e->m[i])
+			fs_stop(e->m[i]);
+	dnssrv_free(&e->d);
+}
+
+/* The per-address stats of @ip in the set; state -1 when it is not there. */
+static struct cpool_addr_stats
+addr_of(const struct env *e, const char *ip)
+{
+	struct cpool_addr_stats as[16], none;
+	char want[80];
+	unsigned n = 0, i;
+
+	snprintf(want, sizeof(want), strchr(ip, ':') ? "[%s]:%d" : "%s:%d", ip,
+		 e->port);
+	as[0].size = sizeof(as[0]);
+	assert_ret(cpool_stats_addresses(e->pool, e->addr, as, 16, &n), 0);
+	for (i = 0; i < n && i < 16; i++)
+		if (!strcmp(as[i].address, want))
+			return as[i];
+	memset(&none, 0, sizeof(none));
+	none.state = (unsigned)-1;
+	return none;
+}
+
+/* Polls until @cond (an expression over struct cpool_addr_stats a) holds. */
+#define wait_addr(e, ip, a, cond, ms)                                          \
+	({                                                                     \
+		int64_t dl_ = now_ms() + (ms);                                 \
+		bool ok_;                                                      \
+		for (;;) {                                                     \
+			(a) = addr_of((e), (ip));                              \
+			if ((ok_ = (cond)) || now_ms() > dl_)                  \
+				break;                                         \
+			pause_ms(2);                                           \
+		}                                                              \
+		ok_;                                                           \
+	})
+
+/* The peer address of a lease ("127.0.0.3", "::1"). */
+static void
+peer_of(struct cpool_conn *c, char *buf, size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t slen = sizeof(ss);
+
+	cr_assert_eq(getpeername(cpool_conn_fd(c), (struct sockaddr *)&ss,
+				 &slen),
+		     0);
+	if (ss.ss_family == AF_INET)
+		inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, buf,
+			  (socklen_t)len);
+	else
+		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr,
+			  buf, (socklen_t)len);
+}
+
+/* One request: acquire, echo, release. Returns 0 or the acquire's error. */
+static int
+request(struct cpool *pool, const char *addr)
+{
+	struct cpool_conn *c;
+	char b[8];
+	int err = cpool_acquire(pool, addr, &c);
+
+	if (err)
+		return err;
+	if (cpool_send(c, "ping", 4) != 4 || cpool_recv(c, b, 4) != 4 ||
+	    memcmp(b, "ping", 4)) {
+		cpool_release(c, CPOOL_RELEASE_CLOSE);
+		return -EPROTO;
+	}
+	cpool_release(c, 0);
+	return 0;
+}
+
+/* Load threads: requests until told to stop, errors counted by kind. */
+struct load {
+	struct env *e;
+	pthread_t t;
+	unsigned hold; /* leases held at once per round */
+	atomic_bool stop;
+	atomic_uint ok, refused, other;
+	atomic_int last_other;
+};
+
+static void *
+load_main(void *arg)
+{
+	struct load *l = arg;
+	struct cpool_conn *c[8];
+	unsigned i, n;
+	int err;
+	char b[8];
+
+	while (!atomic_load(&l->stop)) {
+		for (n = 0; n < l->hold; n++) {
+			err = cpool_acquire(l->e->pool, l->e->addr, &c[n]);
+			if (err) {
+				if (err == -ECONNREFUSED) {
+					atomic_fetch_add(&l->refused, 1);
+				} else {
+					atomic_fetch_add(&l->other, 1);
+					atomic_store(&l->last_other, err);
+				}
+				break;
+			}
+		}
+		for (i = 0; i < n; i++) {
+			if (cpool_send(c[i], "ping", 4) == 4 &&
+			    cpool_recv(c[i], b, 4) == 4 && !memcmp(b, "ping", 4)) {
+				atomic_fetch_add(&l->ok, 1);
+				cpool_release(c[i], 0);
+			} else {
+				atomic_fetch_add(&l->other, 1);
+				atomic_store(&l->last_other, -EPROTO);
+				cpool_release(c[i], CPOOL_RELEASE_CLOSE);
+			}
+		}
+	}
+	return NULL;
+}
+
+static void
+load_start(struct load *l, unsigned n, struct env *e, unsigned hold)
+{
+	for (unsigned i = 0; i < n; i++) {
+		memset(&l[i], 0, sizeof(l[i]));
+		l[i].e = e;
+		l[i].hold = hold;
+		cr_assert_eq(pthread_create(&l[i].t, NULL, load_main, &l[i]),
+			     0);
+	}
+}
+
+/* Stops and joins; returns the totals in @sum. */
+static void
+load_stop(struct load *l, unsigned n, struct load *sum)
+{
+	memset(sum, 0, sizeof(*sum));
+	for (unsigned i = 0; i < n; i++)
+		atomic_store(&l[i].stop, true);
+	for (unsigned i = 0; i < n; i++) {
+		cr_assert_eq(join_with_deadline(l[i].t, 20000), 0,
+			     "a load thread is stuck");
+		sum->ok += l[i].ok;
+		sum->refused += l[i].refused;
+		sum->other += l[i].other;
+		if (l[i].other)
+			sum->last_other = l[i].last_other;
+	}
+}
+
+Test(sets, a_name_is_every_address_and_new_connections_spread_over_them)
+{
+	const char *ips[] = { ip_of[0], ip_of[1], ip_of[2] };
+	struct cpool_config cfg;
+	struct cpool_addr_stats a[3];
+	struct load l[4], sum;
+	struct cpool_stats st;
+	struct env e;
+	uint64_t total = 0;
+	unsigned maxopen = 0, i;
+	int64_t t0;
+
+	env_start(&e, 3);
+	env_names(&e, ips, 3);
+	cfg = env_config(&e);
+	cfg.max_conns_per_endpoint = 9;
+	cfg.max_uses = 3; /* churn: a new connection every third lease */
+	env_pool(&e, &cfg);
+	assert_stat(stats_of(e.pool, e.addr), addresses, 3);
+
+	load_start(l, 4, &e, 3);
+	t0 = now_ms();
+	while (now_ms() - t0 < 1500) {
+		st = stats_of(e.pool, e.addr);
+		if (st.open > maxopen)
+			maxopen = st.open;
+		pause_ms(1);
+	}
+	load_stop(l, 4, &sum);
+	cr_assert_eq(sum.other + sum.refused, 0,
+		     "%u failed requests (last %d)", sum.other + sum.refused,
+		     sum.last_other);
+	cr_assert_gt(sum.ok, 300, "only %u requests", sum.ok);
+	cr_assert_leq(maxopen, 9, "open %u above the set's cap", maxopen);
+	st = stats_of(e.pool, e.addr);
+	for (i = 0; i < 3; i++) {
+		a[i] = addr_of(&e, ips[i]);
+		cr_assert_eq(a[i].state, 0, "%s state %u", ips[i], a[i].state);
+		total += a[i].connects;
+	}
+	cr_assert_eq(total, st.connects, "per-address connects %llu, "
+		     "endpoint %llu", (unsigned long long)total,
+		     (unsigned long long)st.connects);
+	for (i = 0; i < 3; i++)
+		cr_assert_geq(a[i].connects * 5, total,
+			      "%s got %llu of %llu new connections (< 20 %%)",
+			      ips[i], (unsigned long long)a[i].connects,
+			      (unsigned long long)total);
+	env_stop(&e);
+}
+
+Test(sets, a_changed_record_drains_the_address_that_left_and_fails_nothing)
+{
+	const char *before[] = { ip_of[0], ip_of[1], ip_of[2] };
+	const char *after[] = { ip_of[1], ip_of[2], ip_of[3] };
+	struct cpool_conn *c[6], *held = NULL;
+	struct cpool_addr_stats a2, a5;
+	struct cpool_config cfg;
+	struct cpool_stats st;
+	struct load l[2], sum;
+	uint64_t connects2, drained;
+	unsigned idle2, i;
+	char ip[64];
+	struct env e;
+
+	env_start(&e, 4);
+	env_names(&e, before, 3);
+	cfg = env_config(&e);
+	cfg.max_uses = 5;
+	env_pool(&e, &cfg);
+	/* Six connections, then all idle but one on .2, which stays out. */
+	for (i = 0; i < 6; i++)
+		c[i] = lease(e.pool, e.addr);
+	for (i = 0; i < 6; i++) {
+		peer_of(c[i], ip, sizeof(ip));
+		if (!held && !strcmp(ip, ip_of[0]))
+			held = c[i];
+		else
+			cpool_release(c[i], 0);
+	}
+	cr_assert_not_null(held, "no connection of six went to %s", ip_of[0]);
+	a2 = addr_of(&e, ip_of[0]);
+	idle2 = a2.open - a2.leased;
+	cr_assert_eq(a2.leased, 1);
+
+	env_names(&e, after, 3);
+	cr_assert(wait_addr(&e, ip_of[0], a2,
+			    a2.state == CPOOL_ADDR_DRAINING, FOLLOW_MS),
+		  "%s not draining %d ms after the change (state %d)",
+		  ip_of[0], FOLLOW_MS, (int)a2.state);
+	/* Its idle ones closed at once: only the lease is left. */
+	cr_assert(wait_addr(&e, ip_of[0], a2, a2.open == 1, WORKER_WAIT_MS),
+		  "%s: %u open", ip_of[0], a2.open);
+	st = stats_of(e.pool, e.addr);
+	drained = cpool_stats_closed(&st, CPOOL_CLOSE_DRAINED);
+	cr_assert_eq(drained, idle2, "drained %llu, %u were idle on %s",
+		     (unsigned long long)drained, idle2, ip_of[0]);
+	assert_stat(st, addresses, 3);
+	connects2 = a2.connects;
+
+	/* Load with churn (max_uses): new connections, none to .2 */
+	load_start(l, 2, &e, 2);
+	cr_assert(wait_addr(&e, ip_of[3], a5, a5.connects > 0, FOLLOW_MS),
+		  "%s got no connection", ip_of[3]);
+	pause_ms(300); /* load runs on: nothing may dial .2 now */
+	load_stop(l, 2, &sum);
+	cr_assert_eq(sum.other + sum.refused, 0,
+		     "%u failed requests (last %d)", sum.other + sum.refused,
+		     sum.last_other);
+	a2 = addr_of(&e, ip_of[0]);
+	cr_assert_eq(a2.connects, connects2, "%s dialled after the change",
+		     ip_of[0]);
+	st = stats_of(e.pool, e.addr);
+	cr_assert_eq(cpool_stats_closed(&st, CPOOL_CLOSE_DRAINED), idle2);
+
+	/* The lease out during the change closes at its release. */
+	assert_echo(held, "the lease on the drained address still works");
+	cpool_release(held, 0);
+	st = stats_of(e.pool, e.addr);
+	cr_assert_eq(cpool_stats_closed(&st, CPOOL_CLOSE_DRAINED), idle2 + 1);
+	cr_assert(wait_addr(&e, ip_of[0], a2, a2.state == (unsigned)-1,
+			    WORKER_WAIT_MS),
+		  "%s still listed with no connection", ip_of[0]);
+	env_stop(&e);
+}
+
+Test(sets, a_single_address_name_that_moves_is_followed_within_the_bound)
+{
+	const char *old[] = { ip_of[0] }, *moved[] = { ip_of[1] };
+	struct cpool_addr_stats a;
+	struct cpool_config cfg;
+	struct cpool_conn *c;
+	unsigned accepted;
+	int64_t t0, took;
+	char ip[64];
+	struct env e;
+
+	env_start(&e, 2);
+	env_names(&e, old, 1);
+	cfg = env_config(&e);
+	env_pool(&e, &cfg);
+	c = lease(e.pool, e.addr);
+	peer_of(c, ip, sizeof(ip));
+	cr_assert_str_eq(ip, ip_of[0]);
+	cpool_release(c, 0);
+
+	/* The old member keeps accepting: only DNS says it is not the one. */
+	env_names(&e, moved, 1);
+	t0 = now_ms();
+	cr_assert(wait_addr(&e, ip_of[1], a, a.state == 0, FOLLOW_MS),
+		  "%s not in the set %d ms after the move", ip_of[1],
+		  FOLLOW_MS);
+	took = now_ms() - t0;
+	cr_assert_leq(took, 400 + 2000, "the move took %lld ms",
+		      (long long)took);
+	cr_assert(wait_addr(&e, ip_of[0], a, a.state == (unsigned)-1,
+			    WORKER_WAIT_MS),
+		  "the old address's idle connection was not drained");
+	accepted = fs_accepted(e.m[0]);
+	for (int i = 0; i < 20; i++) {
+		c = lease(e.pool, e.addr);
+		peer_of(c, ip, sizeof(ip));
+		cr_assert_str_eq(ip, ip_of[1], "lease %d went to %s", i, ip);
+		assert_echo(c, "after the move");
+		cpool_release(c, i % 2 ? CPOOL_RELEASE_CLOSE : 0);
+	}
+	cr_assert_eq(fs_accepted(e.m[0]), accepted,
+		     "the old member got connections after the move");
+	env_stop(&e);
+}
+
+Test(sets, a_dead_member_is_ejected_the_others_serve_and_it_comes_back)
+{
+	const char *ips[] = { ip_of[0], ip_of[1], ip_of[2] };
+	struct cpool_addr_stats a;
+	struct cpool_config cfg;
+	struct cpool_stats st;
+	unsigned refused = 0, ok = 0;
+	uint64_t connects;
+	int64_t t0;
+	struct env e;
+	int err;
+
+	env_start(&e, 3);
+	env_names(&e, ips, 3);
+	cfg = env_config(&e);
+	cfg.workers = 1;
+	cfg.max_uses = 1; /* every request opens a connection */
+	cfg.eject_after_failures = 3;
+	env_pool(&e, &cfg);
+
+	fs_refuse(e.m[0]);
+	fs_close_all(e.m[0]);
+	/* One caller: every failure is seen, in order. */
+	t0 = now_ms();
+	for (;;) {
+		err = request(e.pool, e.addr);
+		if (err == -ECONNREFUSED)
+			refused++;
+		else
+			assert_ret(err, 0);
+		ok += !err;
+		a = addr_of(&e, ip_of[0]);
+		if (a.state & CPOOL_ADDR_EJECTED)
+			break;
+		cr_assert_lt(now_ms() - t0, 10000, "%s never ejected (%u "
+			     "failures)", ip_of[0], a.failures);
+	}
+	cr_assert_eq(refused, 3, "callers saw %u refusals before ejection",
+		     refused);
+	cr_assert_eq(a.connect_failures, 3);
+	cr_assert_eq(a.ejections, 1);
+	cr_assert_gt(a.ejected_ms, 0);
+	st = stats_of(e.pool, e.addr);
+	assert_stat(st, ejections, 1);
+	/* Ejected: the others serve every request. */
+	for (int i = 0; i < 50; i++)
+		assert_ret(request(e.pool, e.addr), 0);
+	cr_assert_eq(addr_of(&e, ip_of[0]).connect_failures, 3);
+
+	/* It comes back: after its ejection one trial connect, then used. */
+	cr_assert_eq(fs_listen_again(e.m[0]), 0);
+	connects = addr_of(&e, ip_of[0]).connects;
+	t0 = now_ms();
+	while (addr_of(&e, ip_of[0]).connects < connects + 3) {
+		assert_ret(request(e.pool, e.addr), 0);
+		cr_assert_lt(now_ms() - t0, 1000 + 5000,
+			     "%s not used again after it came back", ip_of[0]);
+	}
+	a = addr_of(&e, ip_of[0]);
+	cr_assert_eq(a.state, 0);
+	cr_assert_eq(a.failures, 0);
+	assert_stat(stats_of(e.pool, e.addr), fail_fasts, 0);
+	env_stop(&e);
+}
+
+Test(sets, with_every_member_dead_every_address_is_tried_panic_mode)
+{
+	const char *ips[] = { ip_of[0], ip_of[1], ip_of[2] };
+	struct cpool_addr_stats a[3];
+	struct cpool_config cfg;
+	struct cpool_stats st0, st;
+	struct env e;
+	unsigned i;
+
+	env_start(&e, 3);
+	env_names(&e, ips, 3);
+	cfg = env_config(&e);
+	cfg.workers = 1;
+	cfg.eject_after_failures = 2;
+	env_pool(&e, &cfg);
+	for (i = 0; i < 3; i++)
+		fs_refuse(e.m[i]);
+	st0 = stats_of(e.pool, e.addr);
+	for (i = 0; i < 60; i++)
+		assert_ret(request(e.pool, e.addr), -ECONNREFUSED);
+	st = stats_of(e.pool, e.addr);
+	/* Connect errors, not fail-fasts: every acquire dialled. */
+	cr_assert_eq(st.connect_failures - st0.connect_failures, 60);
+	assert_stat(st, fail_fasts, 0);
+	/* One of three may be ejected (50 %), the others are in backoff. */
+	assert_stat(st, ejections, 1);
+	for (i = 0; i < 3; i++) {
+		a[i] = addr_of(&e, ips[i]);
+		cr_assert_gt(a[i].connect_failures, 2,
+			     "%s tried %llu times of 60", ips[i],
+			     (unsigned long long)a[i].connect_failures);
+	}
+	/* One comes back: it serves. */
+	cr_assert_eq(fs_listen_again(e.m[1]), 0);
+	for (i = 0; i < 200 && request(e.pool, e.addr) != 0; i++)
+		;
+	cr_assert_lt(i, 200, "the member that came back never served");
+	env_stop(&e);
+}
+
+Test(sets, with_dns_down_the_last_good_set_serves_and_changes_follow_after)
+{
+	const char *ips[] = { ip_of[0], ip_of[1], ip_of[2] };
+	const char *two[] = { ip_of[1], ip_of[2] };
+	struct cpool_addr_stats a;
+	struct cpool_config cfg;
+	struct cpool_stats st;
+	struct load l[2], sum;
+	int64_t t0;
+	struct env e;
+
+	env_start(&e, 3);
+	env_names(&e, ips, 3);
+	cfg = env_config(&e);
+	cfg.max_uses = 4;
+	env_pool(&e, &cfg);
+	load_start(l, 2, &e, 2);
+	dnssrv_stop(&e.d);
+	/* Refreshes fail (min_ttl, doubling): the set stays. */
+	assert_stats_wait(e.pool, e.addr, st, st.dns_failures >= 2, 15000);
+	assert_stat(st, addresses, 3);
+	load_stop(l, 2, &sum);
+	cr_assert_eq(sum.other + sum.refused, 0,
+		     "%u failed requests with DNS down (last %d)",
+		     sum.other + sum.refused, sum.last_other);
+	cr_assert_gt(sum.ok, 0);
+
+	/* Back, and changed: followed again within the (capped) retry. */
+	assert_ret(dnssrv_restart(&e.d), 0);
+	env_names(&e, two, 2);
+	t0 = now_ms();
+	cr_assert(wait_addr(&e, ip_of[0], a, a.state == (unsigned)-1 ||
+						      a.state ==
+							      CPOOL_ADDR_DRAINING,
+			    FOLLOW_MS),
+		  "the change after DNS came back was not followed");
+	cr_assert_lt(now_ms() - t0, FOLLOW_MS);
+	assert_stat(stats_of(e.pool, e.addr), addresses, 2);
+	env_stop(&e);
+}
+
+/* A ::1 listener whose accept queue is full: SYNs dropped (S11). */
+static int
+blackhole_v6(int port, int *filler)
+{
+	struct sockaddr_in6 sin6 = { .sin6_family = AF_INET6,
+				     .sin6_addr = IN6ADDR_LOOPBACK_INIT,
+				     .sin6_port = htons((uint16_t)port) };
+	socklen_t len = sizeof(sin6);
+	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+
+	cr_assert_geq(fd, 0);
+	setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&sin6, sizeof(sin6)) == -1) {
+		close(fd);
+		return -1;
+	}
+	cr_assert_eq(listen(fd, 0), 0);
+	cr_assert_eq(getsockname(fd, (struct sockaddr *)&sin6, &len), 0);
+	/* backlog 0 holds one: fill it */
+	*filler = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_eq(connect(*filler, (struct sockaddr *)&sin6, sizeof(sin6)),
+		     0);
+	return fd;
+}
+
+Test(sets, a_family_whose_syns_are_dropped_loses_the_race_in_a_quarter_second)
+{
+	const char *ips[] = { "::1", "127.0.0.1" };
+	struct fault_server *v4 = NULL;
+	struct cpool_config cfg;
+	struct cpool_conn *c;
+	const char *why = NULL;
+	int lfd = -1, filler = -1, err;
+	int64_t t0, took;
+	char ip[64];
+	struct env e;
+
+	memset(&e, 0, sizeof(e));
+	if (!dnssrv_available(&why))
+		cr_skip_test("%s", why);
+	for (int tries = 0; tries < 20 && lfd < 0; tries++) {
+		v4 = fs_start_at("127.0.0.1", 0);
+		cr_assert_not_null(v4);
+		lfd = blackhole_v6(fs_port(v4), &filler);
+		if (lfd < 0)
+			fs_stop(v4);
+	}
+	cr_assert_geq(lfd, 0, "no port free on both 127.0.0.1 and ::1");
+	e.port = fs_port(v4);
+	assert_ret(dnssrv_start(&e.d, 1), 0);
+	snprintf(e.addr, sizeof(e.addr), NAME ":%d", e.port);
+	env_names(&e, ips, 2);
+	cfg = env_config(&e);
+	cfg.connect_timeout_ms = 3000;
+	cfg.happy_eyeballs_ms = 250;
+	env_pool(&e, &cfg);
+	cr_assert_eq(addr_of(&e, "::1").state, 0, "::1 is not in the set");
+
+	for (int i = 0; i < 3; i++) {
+		t0 = now_ms();
+		err = cpool_acquire(e.pool, e.addr, &c);
+		took = now_ms() - t0;
+		assert_ret(err, 0);
+		peer_of(c, ip, sizeof(ip));
+		cr_assert_str_eq(ip, "127.0.0.1");
+		/* v6 first (the first answer), v4 after 250 ms: not 3 s */
+		cr_assert_geq(took, 240, "took %lld ms: was v6 tried first?",
+			      (long long)took);
+		cr_assert_lt(took, 250 + 1000, "took %lld ms", (long long)took);
+		cpool_release(c, CPOOL_RELEASE_CLOSE); /* the next one races */
+	}
+	/* The loser was abandoned, not failed: ::1 is not in backoff. */
+	cr_assert_eq(addr_of(&e, "::1").connect_failures, 0);
+	cpool_destroy(e.pool);
+
+	/* happy_eyeballs_ms 0: one address at a time, the timeout first. */
+	cfg.happy_eyeballs_ms = 0;
+	cfg.connect_timeout_ms = 600;
+	env_pool(&e, &cfg);
+	t0 = now_ms();
+	err = cpool_acquire(e.pool, e.addr, &c);
+	took = now_ms() - t0;
+	assert_ret(err, -ETIMEDOUT);
+	cr_assert_geq(took, 590, "took %lld ms", (long long)took);
+	/* ::1 backs off now: the next connect goes to v4 */
+	c = lease(e.pool, e.addr);
+	peer_of(c, ip, sizeof(ip));
+	cr_assert_str_eq(ip, "127.0.0.1");
+	cpool_release(c, 0);
+	cpool_destroy(e.pool);
+	e.pool = NULL;
+	close(filler);
+	close(lfd);
+	fs_stop(v4);
+	dnssrv_free(&e.d);
+}
+
+Test(sets, a_handle_follows_its_set_and_is_enoent_for_good_once_removed)
+{
+	const char *before[] = { ip_of[0] }, *after[] = { ip_of[1] };
+	struct cpool_endpoint *ep, *ep2;
+	struct cpool_addr_stats a;
+	struct cpool_config cfg;
+	struct cpool_conn *c;
+	char ip[64];
+	struct env e;
+
+	env_start(&e, 2);
+	env_names(&e, before, 1);
+	cfg = env_config(&e);
+	env_pool(&e, &cfg);
+	assert_ret(cpool_endpoint_get(e.pool, e.addr, &ep), 0);
+	assert_ret(cpool_acquire_ep(ep, &c), 0);
+	peer_of(c, ip, sizeof(ip));
+	cr_assert_str_eq(ip, ip_of[0]);
+	cpool_release(c, 0);
+
+	env_names(&e, after, 1);
+	cr_assert(wait_addr(&e, ip_of[0], a, a.state == (unsigned)-1,
+			    FOLLOW_MS),
+		  "%s still in the set", ip_of[0]);
+	assert_ret(cpool_acquire_ep(ep, &c), 0);
+	peer_of(c, ip, sizeof(ip));
+	cr_assert_str_eq(ip, ip_of[1], "the handle's lease went to %s", ip);
+	cpool_release(c, 0);
+
+	assert_ret(cpool_endpoint_remove(e.pool, e.addr), 0);
+	assert_ret(cpool_acquire_ep(ep, &c), -ENOENT);
+	pool_add(e.pool, e.addr);
+	assert_ret(cpool_acquire_ep(ep, &c), -ENOENT);
+	assert_ret(cpool_endpoint_get(e.pool, e.addr, &ep2), 0);
+	cr_assert_neq(ep, ep2);
+	assert_ret(cpool_acquire_ep(ep2, &c), 0);
+	cpool_release(c, 0);
+	cpool_endpoint_put(ep);
+	/* Many gets and puts: nothing is kept (leak_fini checks it). */
+	for (int i = 0; i < 10000; i++) {
+		assert_ret(cpool_endpoint_get(e.pool, e.addr, &ep), 0);
+		cpool_endpoint_put(ep);
+	}
+	cpool_endpoint_put(ep2);
+	env_stop(&e);
+}
+
+Test(sets, a_numeric_address_never_asks_the_resolver)
+{
+	struct cpool_config cfg;
+	struct cpool *pool;
+	struct dnssrv d;
+	const char *why = NULL;
+	int64_t t0;
+
+	if (!dnssrv_available(&why))
+		cr_skip_test("%s", why);
+	assert_ret(dnssrv_start(&d, 1), 0);
+	dnssrv_stop(&d); /* a server that answers nothing */
+	cpool_config_init(&cfg);
+	cfg.workers = 1;
+	cfg.dns_servers = d.servers;
+	pool = pool_new(&cfg);
+	t0 = now_ms();
+	assert_ret(cpool_endpoint_add(pool, "127.0.0.2:9"), 0);
+	assert_ret(cpool_endpoint_add(pool, "[::1]:9"), 0);
+	cr_assert_lt(now_ms() - t0, 100, "numeric adds took %lld ms",
+		     (long long)(now_ms() - t0));
+	assert_stat(stats_of(pool, NULL), addresses, 2);
+	assert_stat(stats_of(pool, NULL), dns_refreshes, 0);
+	cpool_destroy(pool);
+	dnssrv_free(&d);
+}
