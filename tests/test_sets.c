@@ -14,6 +14,10 @@
  */
 #include <criterion/criterion.h>
 #include <arpa/inet.h>
+#include <dirent.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -740,4 +744,137 @@ Test(sets, a_numeric_address_never_asks_the_resolver)
 	assert_stat(stats_of(pool, NULL), dns_refreshes, 0);
 	cpool_destroy(pool);
 	dnssrv_free(&d);
+}
+
+/* Whether every thread of this process is traced now. */
+static bool
+all_traced(void)
+{
+	char path[320], line[256];
+	bool all = true;
+	struct dirent *d;
+	DIR *dir = opendir("/proc/self/task");
+	FILE *f;
+
+	if (!dir)
+		return false;
+	while ((d = readdir(dir)) != NULL && all) {
+		if (d->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/status",
+			 d->d_name);
+		f = fopen(path, "re");
+		if (!f)
+			continue;
+		while (fgets(line, sizeof(line), f))
+			if (!strncmp(line, "TracerPid:", 10))
+				all = atoi(line + 10) != 0;
+		fclose(f);
+	}
+	closedir(dir);
+	return all;
+}
+
+struct tid_load {
+	struct load l;
+	atomic_int tid;
+};
+
+static void *
+tid_load_main(void *arg)
+{
+	struct tid_load *t = arg;
+
+	atomic_store(&t->tid, (int)gettid());
+	return load_main(&t->l);
+}
+
+Test(sets, no_caller_thread_sends_or_receives_dns_while_the_set_changes)
+{
+	const char *a[] = { ip_of[0], ip_of[1], ip_of[2] };
+	const char *b[] = { ip_of[1], ip_of[2] };
+	char out[] = "/tmp/cpool-strace-XXXXXX", pidarg[16], port[32];
+	char line[4096];
+	struct tid_load t[2];
+	struct cpool_config cfg;
+	struct cpool_stats st;
+	unsigned caller_dns = 0, other_dns = 0, i;
+	int64_t t0;
+	struct env e;
+	pid_t tracer;
+	FILE *f;
+	int fd;
+
+	if (access("/usr/bin/strace", X_OK))
+		cr_skip_test("strace is not installed");
+	env_start(&e, 3);
+	env_names(&e, a, 3);
+	cfg = env_config(&e);
+	cfg.max_uses = 4;
+	env_pool(&e, &cfg);
+	for (i = 0; i < 2; i++) {
+		memset(&t[i], 0, sizeof(t[i]));
+		t[i].l.e = &e;
+		t[i].l.hold = 2;
+		cr_assert_eq(pthread_create(&t[i].l.t, NULL, tid_load_main,
+					    &t[i]),
+			     0);
+	}
+	fd = mkstemp(out);
+	cr_assert_geq(fd, 0);
+	close(fd);
+	snprintf(pidarg, sizeof(pidarg), "%d", (int)getpid());
+	tracer = fork();
+	cr_assert_geq(tracer, 0);
+	if (tracer == 0) {
+		execl("/usr/bin/strace", "strace", "-f", "-qq", "-o", out,
+		      "-e", "trace=sendto,sendmsg,sendmmsg,recvfrom,recvmsg,"
+			    "connect",
+		      "-p", pidarg, (char *)NULL);
+		_exit(127);
+	}
+	t0 = now_ms();
+	while (!all_traced()) {
+		cr_assert_lt(now_ms() - t0, 10000, "strace never attached");
+		pause_ms(5);
+	}
+	/* The set changes twice under load, with strace watching. */
+	st = stats_of(e.pool, e.addr);
+	env_names(&e, b, 2);
+	assert_stats_wait(e.pool, e.addr, st, st.addresses == 2, FOLLOW_MS);
+	env_names(&e, a, 3);
+	assert_stats_wait(e.pool, e.addr, st, st.addresses == 3, FOLLOW_MS);
+	kill(tracer, SIGINT);
+	cr_assert_eq(waitpid(tracer, NULL, 0), tracer);
+	for (i = 0; i < 2; i++)
+		atomic_store(&t[i].l.stop, true);
+	for (i = 0; i < 2; i++)
+		cr_assert_eq(join_with_deadline(t[i].l.t, 20000), 0);
+	cr_assert_eq(t[0].l.other + t[1].l.other + t[0].l.refused +
+			     t[1].l.refused,
+		     0, "failed requests under the changes");
+
+	/* DNS traffic is any syscall naming the server's port. */
+	snprintf(port, sizeof(port), "sin_port=htons(%d)", e.d.port);
+	f = fopen(out, "re");
+	cr_assert_not_null(f);
+	while (fgets(line, sizeof(line), f)) {
+		int tid = atoi(line);
+
+		if (!strstr(line, port))
+			continue;
+		if (tid == atomic_load(&t[0].tid) ||
+		    tid == atomic_load(&t[1].tid)) {
+			caller_dns++;
+			cr_log_error("caller thread %d: %s", tid, line);
+		} else if (tid != (int)gettid()) { /* (dnssrv_set's checks) */
+			other_dns++;
+		}
+	}
+	fclose(f);
+	unlink(out);
+	cr_assert_eq(caller_dns, 0, "%u DNS syscalls on caller threads",
+		     caller_dns);
+	cr_assert_gt(other_dns, 0, "strace saw no DNS traffic at all");
+	env_stop(&e);
 }
