@@ -5,7 +5,6 @@
  * A or AAAA, the answer's address records), so nothing depends on a
  * resolver library's caching or on the host's configuration.
  */
-#define _GNU_SOURCE
 #include "dnssrv.h"
 
 #include <arpa/inet.h>
