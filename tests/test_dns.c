@@ -139,6 +139,38 @@ Test(dns, resolves_every_a_record_with_port_and_ttl)
 	dnssrv_free(&srv);
 }
 
+Test(dns, keeps_at_most_max_addrs_of_a_large_answer)
+{
+	static char ips[70][16];
+	const char *list[70];
+	struct cpool_dns_result res;
+	struct dnssrv srv;
+
+	/* 70 A records: more than 512 bytes, so c-ares may go to TCP */
+	for (int i = 0; i < 70; i++) {
+		snprintf(ips[i], sizeof(ips[i]), "127.0.1.%d", i + 1);
+		list[i] = ips[i];
+	}
+	start(&srv, 7);
+	cr_assert_eq(dnssrv_set(&srv, "many.cpool.test", list, 70), 0);
+	cr_assert_eq(cpool__dns_resolve(srv.servers, "many.cpool.test", 80,
+					3000, &res),
+		     0);
+	cr_assert_eq(res.n, CPOOL_DNS_MAX_ADDRS, "n %u", res.n);
+	cr_assert_eq(res.ttl_s, 7);
+	for (unsigned i = 0; i < res.n; i++) {
+		char buf[INET6_ADDRSTRLEN];
+
+		cr_assert_eq(addr_text(&res.addr[i], buf, sizeof(buf)), 80);
+		cr_assert_eq(strncmp(buf, "127.0.1.", 8), 0, "%s", buf);
+		for (unsigned j = 0; j < i; j++)
+			cr_assert_neq(memcmp(&res.addr[i].ss, &res.addr[j].ss,
+					     res.addr[i].len),
+				      0, "duplicate");
+	}
+	dnssrv_free(&srv);
+}
+
 Test(dns, resolves_both_families)
 {
 	struct cpool_dns_result res;
@@ -192,6 +224,8 @@ Test(dns, gives_up_on_a_stopped_server_within_the_timeout)
 	err = cpool__dns_resolve(srv.servers, "three.cpool.test", 80, 1000,
 				 &res);
 	ms = (now_ns() - t0) / 1000000;
+	cr_log_info("stopped server: %d (%s) after %llu ms", err,
+		    strerror(-err), (unsigned long long)ms);
 	cr_assert(err == -ETIMEDOUT || err == -EAGAIN, "err %d (%s)", err,
 		  strerror(-err));
 	cr_assert_eq(res.err, err);
@@ -339,6 +373,7 @@ Test(dns, async_resolver_fails_on_a_stopped_server)
 	struct got a = { 0 };
 	struct cpool_dns *d = NULL;
 	struct dnssrv srv;
+	uint64_t t0;
 	int epfd;
 
 	start(&srv, 7);
@@ -348,7 +383,11 @@ Test(dns, async_resolver_fails_on_a_stopped_server)
 	cr_assert_eq(cpool__dns_new(srv.servers, epfd, &d), 0);
 	cr_assert_eq(cpool__dns_query(d, "three.cpool.test", 80, got_cb, &a),
 		     0);
+	t0 = now_ns();
 	drive(d, epfd, &a.calls, 1, 10000);
+	cr_log_info("stopped server, async: %d (%s) after %llu ms", a.res.err,
+		    strerror(-a.res.err),
+		    (unsigned long long)(now_ns() - t0) / 1000000);
 	cr_assert_eq(a.calls, 1);
 	cr_assert(a.res.err == -ETIMEDOUT || a.res.err == -EAGAIN,
 		  "err %d (%s)", a.res.err, strerror(-a.res.err));
