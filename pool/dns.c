@@ -301,7 +301,8 @@ cpool__dns_resolve(const char *servers, const char *host, unsigned short port,
 	struct timeval max, tv, *tvp;
 	uint64_t deadline, now;
 	ares_channel ch;
-	int bits, n, i, err, ms;
+	unsigned bits;
+	int n, i, err, ms;
 
 	memset(out, 0, sizeof(*out));
 	err = channel_new(servers, &ch, NULL, NULL);
@@ -315,15 +316,19 @@ cpool__dns_resolve(const char *servers, const char *host, unsigned short port,
 		now = cpool__now_ns();
 		if (now >= deadline)
 			break;
-		bits = ares_getsock(ch, socks, ARES_GETSOCK_MAXNUM);
+		/* ares_getsock()'s bitmask, read unsigned: its macros shift
+		 * a signed 1 into the sign bit for the 16th socket. */
+		bits = (unsigned)ares_getsock(ch, socks, ARES_GETSOCK_MAXNUM);
 		for (i = n = 0; i < ARES_GETSOCK_MAXNUM; i++) {
-			if (!ARES_GETSOCK_READABLE(bits, i) &&
-			    !ARES_GETSOCK_WRITABLE(bits, i))
+			short ev = (bits & 1u << i ? POLLIN : 0) |
+				   (bits & 1u << (i + ARES_GETSOCK_MAXNUM)
+					    ? POLLOUT
+					    : 0);
+
+			if (!ev)
 				continue;
 			pfd[n].fd = socks[i];
-			pfd[n].events =
-				(ARES_GETSOCK_READABLE(bits, i) ? POLLIN : 0) |
-				(ARES_GETSOCK_WRITABLE(bits, i) ? POLLOUT : 0);
+			pfd[n].events = ev;
 			pfd[n++].revents = 0;
 		}
 		max.tv_sec = (time_t)((deadline - now) / 1000000000u);
