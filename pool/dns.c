@@ -16,22 +16,23 @@
  *    deferred to the next cpool__dns_timeouts(), so no caller of
  *    cpool__dns_query() ever sees its callback run under its locks.
  *
- * Every c-ares socket is close-on-exec (the configure callback), and c-ares
- * sends with MSG_NOSIGNAL: nothing here raises SIGPIPE or leaks an fd
- * into an exec'd child.
+ * Every c-ares socket is opened close-on-exec and sent on with MSG_NOSIGNAL
+ * through socket functions of ours (c-ares 1.18's own TCP path is a plain
+ * writev()): nothing here raises SIGPIPE or leaks an fd into an exec'd
+ * child.
  */
 #include "dns.h"
 
 #include <ares.h>
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "alloc.h"
@@ -138,16 +139,55 @@ cpool__dns_servers_check(const char *servers)
 	}
 }
 
-/* Close-on-exec on every socket c-ares opens. */
-static int
-sock_configure(ares_socket_t fd, int type, void *arg)
+/*
+ * c-ares 1.18 sends on UDP with send(MSG_NOSIGNAL) but on TCP (truncated
+ * answers) with plain writev(), which raises SIGPIPE when the server has
+ * reset the connection. Its socket functions are all replaced so that every
+ * send is a sendmsg(MSG_NOSIGNAL) and every socket is close-on-exec from
+ * its creation (and nonblocking, as c-ares makes them anyway).
+ */
+static ares_socket_t
+sock_open(int af, int type, int protocol, void *arg)
 {
-	int fl = fcntl(fd, F_GETFD);
-
-	if (fl != -1)
-		fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
-	return 0;
+	return socket(af, type | SOCK_CLOEXEC | SOCK_NONBLOCK, protocol);
 }
+
+static int
+sock_close(ares_socket_t fd, void *arg)
+{
+	return close(fd);
+}
+
+static int
+sock_connect(ares_socket_t fd, const struct sockaddr *sa, ares_socklen_t len,
+	     void *arg)
+{
+	return connect(fd, sa, len);
+}
+
+static ares_ssize_t
+sock_recvfrom(ares_socket_t fd, void *buf, size_t len, int flags,
+	      struct sockaddr *from, ares_socklen_t *from_len, void *arg)
+{
+	return recvfrom(fd, buf, len, flags, from, from_len);
+}
+
+static ares_ssize_t
+sock_sendv(ares_socket_t fd, const struct iovec *iov, int n, void *arg)
+{
+	struct msghdr m = { .msg_iov = (struct iovec *)iov,
+			    .msg_iovlen = (size_t)n };
+
+	return sendmsg(fd, &m, MSG_NOSIGNAL);
+}
+
+static const struct ares_socket_functions sock_funcs = {
+	.asocket = sock_open,
+	.aclose = sock_close,
+	.aconnect = sock_connect,
+	.arecvfrom = sock_recvfrom,
+	.asendv = sock_sendv,
+};
 
 /* Copies an answer into @out (deduplicated, ports set). */
 static void
@@ -216,7 +256,7 @@ channel_new(const char *servers, ares_channel *ch, ares_sock_state_cb cb,
 	status = ares_init_options(ch, &o, mask);
 	if (status != ARES_SUCCESS)
 		return status == ARES_ENOMEM ? -ENOMEM : -EAGAIN;
-	ares_set_socket_configure_callback(*ch, sock_configure, NULL);
+	ares_set_socket_functions(*ch, &sock_funcs, NULL);
 	if (servers &&
 	    ares_set_servers_ports_csv(*ch, servers) != ARES_SUCCESS) {
 		ares_destroy(*ch);
@@ -261,7 +301,8 @@ cpool__dns_resolve(const char *servers, const char *host, unsigned short port,
 	struct timeval max, tv, *tvp;
 	uint64_t deadline, now;
 	ares_channel ch;
-	int bits, n, i, err, ms;
+	unsigned bits;
+	int n, i, err, ms;
 
 	memset(out, 0, sizeof(*out));
 	err = channel_new(servers, &ch, NULL, NULL);
@@ -275,15 +316,19 @@ cpool__dns_resolve(const char *servers, const char *host, unsigned short port,
 		now = cpool__now_ns();
 		if (now >= deadline)
 			break;
-		bits = ares_getsock(ch, socks, ARES_GETSOCK_MAXNUM);
+		/* ares_getsock()'s bitmask, read unsigned: its macros shift
+		 * a signed 1 into the sign bit for the 16th socket. */
+		bits = (unsigned)ares_getsock(ch, socks, ARES_GETSOCK_MAXNUM);
 		for (i = n = 0; i < ARES_GETSOCK_MAXNUM; i++) {
-			if (!ARES_GETSOCK_READABLE(bits, i) &&
-			    !ARES_GETSOCK_WRITABLE(bits, i))
+			short ev = (bits & 1u << i ? POLLIN : 0) |
+				   (bits & 1u << (i + ARES_GETSOCK_MAXNUM)
+					    ? POLLOUT
+					    : 0);
+
+			if (!ev)
 				continue;
 			pfd[n].fd = socks[i];
-			pfd[n].events =
-				(ARES_GETSOCK_READABLE(bits, i) ? POLLIN : 0) |
-				(ARES_GETSOCK_WRITABLE(bits, i) ? POLLOUT : 0);
+			pfd[n].events = ev;
 			pfd[n++].revents = 0;
 		}
 		max.tv_sec = (time_t)((deadline - now) / 1000000000u);

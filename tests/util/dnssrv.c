@@ -248,7 +248,7 @@ static int
 query(int port, const char *name, int type, char out[][INET6_ADDRSTRLEN],
       int max, int ms)
 {
-	unsigned char q[512], r[1500], *p;
+	unsigned char q[512], r[4096], *p;
 	const unsigned char *rp, *rend;
 	struct sockaddr_in sin = { .sin_family = AF_INET,
 				   .sin_port = htons((uint16_t)port),
@@ -270,6 +270,12 @@ query(int port, const char *name, int type, char out[][INET6_ADDRSTRLEN],
 	*p++ = (unsigned char)type;
 	*p++ = 0;
 	*p++ = 1; /* IN */
+	/* EDNS0 (OPT, 4096-byte UDP): big record sets are not truncated */
+	q[11] = 1; /* ARCOUNT */
+	if (p + 11 > q + sizeof(q))
+		return -EINVAL;
+	memcpy(p, "\0\0\x29\x10\0\0\0\0\0\0\0", 11);
+	p += 11;
 	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
@@ -331,17 +337,17 @@ static bool
 answers(const struct dnssrv *d, const char *name, const char *const *ips,
 	unsigned n)
 {
-	char got[2 * 32][INET6_ADDRSTRLEN], canon[INET6_ADDRSTRLEN];
+	char got[2 * 128][INET6_ADDRSTRLEN], canon[INET6_ADDRSTRLEN];
 	unsigned char bin[16];
 	int a, aaaa, k;
 	unsigned i;
 
-	a = query(d->port, name, 1, got, 32, 200);
+	a = query(d->port, name, 1, got, 128, 200);
 	if (a == -ENOENT)
 		a = 0;
 	if (a < 0)
 		return false;
-	aaaa = query(d->port, name, 28, got + a, 32, 200);
+	aaaa = query(d->port, name, 28, got + a, 128, 200);
 	if (aaaa == -ENOENT)
 		aaaa = 0;
 	if (aaaa < 0 || (unsigned)(a + aaaa) != n)
