@@ -144,6 +144,19 @@ addr_of(const struct env *e, const char *ip)
 		ok_;                                                           \
 	})
 
+/* cpool_stats_format()'s whole text (free it). */
+static char *
+format_all(struct cpool *pool)
+{
+	char *buf = malloc(256 * 1024);
+	int n;
+
+	cr_assert_not_null(buf);
+	n = cpool_stats_format(pool, buf, 256 * 1024);
+	cr_assert_gt(n, 0, "cpool_stats_format: %d", n);
+	return buf;
+}
+
 /* The peer address of a lease ("127.0.0.3", "::1"). */
 static void
 peer_of(struct cpool_conn *c, char *buf, size_t len)
@@ -381,6 +394,30 @@ Test(sets, a_changed_record_drains_the_address_that_left_and_fails_nothing)
 	cr_assert(wait_addr(&e, ip_of[0], a2, a2.state == (unsigned)-1,
 			    WORKER_WAIT_MS),
 		  "%s still listed with no connection", ip_of[0]);
+	/* Its series are gone; its counts live on in the endpoint's. */
+	{
+		char series[160], *text = format_all(e.pool);
+		struct cpool_addr_stats as[8];
+		uint64_t total = 0;
+		unsigned n = 0;
+
+		snprintf(series, sizeof(series), "address=\"%s:%d\"",
+			 ip_of[0], e.port);
+		cr_assert_null(strstr(text, series), "%s still labelled:\n%s",
+			       series, text);
+		free(text);
+		as[0].size = sizeof(as[0]);
+		assert_ret(cpool_stats_addresses(e.pool, e.addr, as, 8, &n), 0);
+		cr_assert_eq(n, 3);
+		for (i = 0; i < n; i++)
+			total += as[i].connects;
+		st = stats_of(e.pool, e.addr);
+		cr_assert_eq(st.connects, total + connects2,
+			     "endpoint connects %llu, addresses %llu + gone %llu",
+			     (unsigned long long)st.connects,
+			     (unsigned long long)total,
+			     (unsigned long long)connects2);
+	}
 	env_stop(&e);
 }
 
