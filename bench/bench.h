@@ -59,6 +59,7 @@ struct bench_env {
 	unsigned cpool_flags;	     /* extra cpool_config.flags */
 	unsigned acquire_timeout_ms; /* for every pool that has one */
 	bool time_acquire;	     /* time every acquire: bench_thread.wait */
+	const char *dns_servers;     /* cpool's cfg.dns_servers (a name) */
 };
 
 /* One lease of any pool. */

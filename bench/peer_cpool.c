@@ -90,6 +90,7 @@ bench_cpool_create(const struct bench_env *env, unsigned conns,
 	cfg.connect_timeout_ms = 5000;
 	cfg.idle_timeout_ms = 0;
 	cfg.flags |= env->cpool_flags;
+	cfg.dns_servers = env->dns_servers;
 	cfg.log_fn = pcpool_log;
 	err = cpool_create(&cfg, &p->pool);
 	if (err)
