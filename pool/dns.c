@@ -242,6 +242,9 @@ channel_new(const char *servers, ares_channel *ch, ares_sock_state_cb cb,
 	struct ares_options o;
 	int mask = ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES, status;
 
+	/* c-ares' own parser takes more than cfg.dns_servers allows */
+	if (servers && cpool__dns_servers_check(servers))
+		return -EINVAL;
 	pthread_once(&lib_once, lib_init);
 	if (lib_status != ARES_SUCCESS)
 		return -ENOMEM;
