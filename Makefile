@@ -38,7 +38,8 @@ URCU_LIBS := -lurcu-cds -lurcu-bp -lurcu-common
 # The tests also play a host that uses urcu-memb itself.
 TEST_URCU_LIBS := -lurcu-memb
 # c-ares resolves the names of upstream sets (pool/dns.c).
-SYS_LIBS := -lcares -lpthread -ldl -lm
+CARES_LIBS := -lcares
+SYS_LIBS := $(CARES_LIBS) -lpthread -ldl -lm
 JEMALLOC_PIC := $(shell $(CC) -print-file-name=libjemalloc_pic.a)
 
 # Sanitizer builds are debug builds too: invariants checked, pause points in.

@@ -38,7 +38,11 @@
 #include "alloc.h"
 #include "util.h"
 
-/* Per-try timeout and tries: a dead server costs about 2 s in all. */
+/*
+ * Per-try timeout and tries: a dead server ends in -ETIMEDOUT (or -EAGAIN
+ * when every try is refused) in about 1.5 to 2 s; the blocking resolve
+ * stops at its own deadline first when that is shorter.
+ */
 #define DNS_TRY_MS 700
 #define DNS_TRIES 3
 
@@ -75,7 +79,10 @@ ares_to_errno(int status)
 	}
 }
 
-/* "ip" or "ip:port" (port 1..65535); a v6 address only bracketed with a port. */
+/*
+ * "ip" or "ip:port" (port 1..65535); a v6 address takes a port only
+ * bracketed ("[v6]:port"). Returns 0 or -EINVAL.
+ */
 static int
 server_check(const char *s, size_t len)
 {
@@ -242,6 +249,9 @@ channel_new(const char *servers, ares_channel *ch, ares_sock_state_cb cb,
 	struct ares_options o;
 	int mask = ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES, status;
 
+	/* c-ares' own parser takes more than cfg.dns_servers allows */
+	if (servers && cpool__dns_servers_check(servers))
+		return -EINVAL;
 	pthread_once(&lib_once, lib_init);
 	if (lib_status != ARES_SUCCESS)
 		return -ENOMEM;
@@ -468,11 +478,14 @@ void
 cpool__dns_event(struct cpool_dns *d, uint64_t data, uint32_t events)
 {
 	ares_socket_t fd = (ares_socket_t)(data >> 1);
+	ares_socket_t rfd = ARES_SOCKET_BAD, wfd = ARES_SOCKET_BAD;
 
-	ares_process_fd(d->ch,
-			events & (EPOLLIN | EPOLLERR | EPOLLHUP) ? fd
-								  : ARES_SOCKET_BAD,
-			events & EPOLLOUT ? fd : ARES_SOCKET_BAD);
+	/* an error or hangup is read, so that c-ares sees it */
+	if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+		rfd = fd;
+	if (events & EPOLLOUT)
+		wfd = fd;
+	ares_process_fd(d->ch, rfd, wfd);
 }
 
 uint64_t

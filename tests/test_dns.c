@@ -398,11 +398,32 @@ Test(dns, async_resolver_fails_on_a_stopped_server)
 	dnssrv_free(&srv);
 }
 
+Test(dns, async_resolver_defers_an_immediate_answer_to_its_timers)
+{
+	struct got a = { 0 };
+	struct cpool_dns *d = NULL;
+	int epfd = epoll_create1(EPOLL_CLOEXEC);
+
+	/* c-ares 1.18 refuses .onion names inside ares_getaddrinfo() */
+	cr_assert_neq(epfd, -1);
+	cr_assert_eq(cpool__dns_new("127.0.0.1:1", epfd, &d), 0);
+	cr_assert_eq(cpool__dns_query(d, "hidden.onion", 80, got_cb, &a), 0);
+	cr_assert_eq(a.calls, 0, "the callback ran inside cpool__dns_query");
+	cr_assert_eq(cpool__dns_timeouts(d, now_ns()), UINT64_MAX);
+	cr_assert_eq(a.calls, 1);
+	cr_assert_eq(a.res.err, -EHOSTUNREACH, "err %d", a.res.err);
+	cr_assert_eq(a.res.n, 0);
+	cpool__dns_free(d);
+	cr_assert_eq(a.calls, 1);
+	close(epfd);
+}
+
 Test(dns, new_refuses_bad_servers)
 {
 	struct cpool_dns *d = (struct cpool_dns *)&d;
 
 	cr_assert_eq(cpool__dns_new("not an address", -1, &d), -EINVAL);
+	cr_assert_eq(cpool__dns_new("127.0.0.1:0", -1, &d), -EINVAL);
 	cr_assert_eq(d, (struct cpool_dns *)&d); /* untouched */
 }
 
