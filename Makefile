@@ -37,7 +37,9 @@ PROJECT_CFLAGS := -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror \
 URCU_LIBS := -lurcu-cds -lurcu-bp -lurcu-common
 # The tests also play a host that uses urcu-memb itself.
 TEST_URCU_LIBS := -lurcu-memb
-SYS_LIBS := -lpthread -ldl -lm
+# c-ares resolves the names of upstream sets (pool/dns.c).
+CARES_LIBS := -lcares
+SYS_LIBS := $(CARES_LIBS) -lpthread -ldl -lm
 JEMALLOC_PIC := $(shell $(CC) -print-file-name=libjemalloc_pic.a)
 
 # Sanitizer builds are debug builds too: invariants checked, pause points in.
@@ -68,7 +70,8 @@ CRITERION_FLAGS ?= --jobs=2
 
 DEB_PKGS := gcc make liburcu-dev libjemalloc-dev libcriterion-dev memcached \
 	redis-server libhiredis-dev libaprutil1-dev libmemcached-dev pkg-config \
-	valgrind iproute2 libssl-dev openssl libpq-dev postgresql
+	valgrind iproute2 libssl-dev openssl libpq-dev postgresql libc-ares-dev \
+	dnsmasq-base
 
 .PHONY: all lib install uninstall clean deps test debug debug-test asan tsan bench \
 	bench-callgrind check-exports check-layers

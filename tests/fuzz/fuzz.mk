@@ -38,7 +38,7 @@ FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all \
 FUZZ_DEFS := -std=gnu11 -D_GNU_SOURCE -DCPOOL_FUZZ -DCPOOL_ALLOC_LIBC \
 	-DCPOOL_SANITIZE -DCPOOL_DEBUG -Iinclude -Ipool
 FUZZ_WARN := -Wall -Wextra -Wno-unused-parameter
-FUZZ_LIBS := $(URCU_LIBS) -lpthread
+FUZZ_LIBS := $(URCU_LIBS) $(CARES_LIBS) -lpthread
 FUZZ_LIB_OBJS := $(patsubst pool/%.c,$(FUZZ_DIR)/pool/%.o,$(wildcard pool/*.c))
 FUZZ_HDRS := include/cpool.h $(wildcard pool/*.h)
 # What clang -fsanitize=fuzzer needs on Debian 12, installed when missing.
