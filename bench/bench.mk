@@ -10,7 +10,7 @@
 
 BENCH_OBJDIR := $(BUILD)/bench
 BENCH_NAMES := acquire_release request scarce pool_size detect idle_cpu \
-	callgrind
+	callgrind upstream
 # The adapters' benches (bench/bench_redis.c, ...), when the adapter builds.
 BENCH_NAMES += $(foreach a,$(ADAPTERS),$(if $(wildcard bench/bench_$(a).c),$(a)))
 BENCH_BINS := $(BENCH_NAMES:%=$(BENCH_OBJDIR)/bench_%)
@@ -36,6 +36,13 @@ bench-build: $(BENCH_BINS)
 
 $(BENCH_COMMON_OBJS) $(BENCH_MAIN_OBJS): $(BENCH_OBJDIR)/%.o: bench/%.c \
 		$(BENCH_HDRS) bench/bench.mk
+	@mkdir -p $(dir $@)
+	$(CC) $(BENCH_CFLAGS) -c $< -o $@
+
+# bench_upstream starts its DNS server with the tests' dnssrv (dnsmasq).
+$(BENCH_OBJDIR)/bench_upstream: BENCH_EXTRA_OBJS := $(BENCH_OBJDIR)/dnssrv.o
+$(BENCH_OBJDIR)/bench_upstream: $(BENCH_OBJDIR)/dnssrv.o
+$(BENCH_OBJDIR)/dnssrv.o: tests/util/dnssrv.c tests/util/dnssrv.h bench/bench.mk
 	@mkdir -p $(dir $@)
 	$(CC) $(BENCH_CFLAGS) -c $< -o $@
 

@@ -3,7 +3,8 @@
  * Peer: cpool itself, twice: with the checkout probe on every acquire
  * (the default), and with probe_bypass_ms = BENCH_BYPASS_MS so that a
  * connection released less than that ago is handed out unprobed. The
- * endpoint is named by its address string on every acquire, as users do.
+ * endpoint is named by its address string on every acquire, as users do
+ * (peer_cpool_handle.c acquires through a handle instead).
  */
 #include "bench.h"
 
@@ -90,6 +91,7 @@ bench_cpool_create(const struct bench_env *env, unsigned conns,
 	cfg.connect_timeout_ms = 5000;
 	cfg.idle_timeout_ms = 0;
 	cfg.flags |= env->cpool_flags;
+	cfg.dns_servers = env->dns_servers;
 	cfg.log_fn = pcpool_log;
 	err = cpool_create(&cfg, &p->pool);
 	if (err)

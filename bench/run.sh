@@ -21,7 +21,7 @@ status=0
 	[ -x /usr/bin/memcached ] && echo "memcached: $(/usr/bin/memcached -V 2>/dev/null)"
 } | tee "$log"
 
-for b in acquire_release request scarce pool_size detect idle_cpu redis tls pq; do
+for b in acquire_release request scarce pool_size detect idle_cpu upstream redis tls pq; do
 	[ -x "$bindir/bench_$b" ] || continue # an adapter not built here
 	echo | tee -a "$log"
 	echo "######## bench_$b" | tee -a "$log"
