@@ -59,7 +59,7 @@ struct bench_env {
 	unsigned cpool_flags;	     /* extra cpool_config.flags */
 	unsigned acquire_timeout_ms; /* for every pool that has one */
 	bool time_acquire;	     /* time every acquire: bench_thread.wait */
-	const char *dns_servers;     /* cpool's cfg.dns_servers (a name) */
+	const char *dns_servers;     /* cpool's cfg.dns_servers; NULL: none */
 };
 
 /* One lease of any pool. */
@@ -88,6 +88,7 @@ struct peer_ops {
 
 extern const struct peer_ops peer_cpool;	/* probe always on */
 extern const struct peer_ops peer_cpool_bypass; /* probe_bypass_ms set */
+extern const struct peer_ops peer_cpool_handle; /* bypass, by handle */
 extern const struct peer_ops peer_apr;		/* apr_reslist */
 extern const struct peer_ops peer_memcached;	/* memcached_pool */
 extern const struct peer_ops peer_mutex;	/* mutex + condvar LIFO */

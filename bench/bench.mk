@@ -39,7 +39,7 @@ $(BENCH_COMMON_OBJS) $(BENCH_MAIN_OBJS): $(BENCH_OBJDIR)/%.o: bench/%.c \
 	@mkdir -p $(dir $@)
 	$(CC) $(BENCH_CFLAGS) -c $< -o $@
 
-# bench_upstream starts dnsmasq with the tests' dnssrv.
+# bench_upstream starts its DNS server with the tests' dnssrv (dnsmasq).
 $(BENCH_OBJDIR)/bench_upstream: BENCH_EXTRA_OBJS := $(BENCH_OBJDIR)/dnssrv.o
 $(BENCH_OBJDIR)/bench_upstream: $(BENCH_OBJDIR)/dnssrv.o
 $(BENCH_OBJDIR)/dnssrv.o: tests/util/dnssrv.c tests/util/dnssrv.h bench/bench.mk

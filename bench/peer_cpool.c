@@ -3,7 +3,8 @@
  * Peer: cpool itself, twice: with the checkout probe on every acquire
  * (the default), and with probe_bypass_ms = BENCH_BYPASS_MS so that a
  * connection released less than that ago is handed out unprobed. The
- * endpoint is named by its address string on every acquire, as users do.
+ * endpoint is named by its address string on every acquire, as users do
+ * (peer_cpool_handle.c acquires through a handle instead).
  */
 #include "bench.h"
 
