@@ -537,10 +537,19 @@ checkout_reason(const struct cpool *pool, struct cpool_conn *c)
 	return (int)v;
 }
 
-/* A checked connection becomes the caller's lease. */
+/*
+ * A checked connection becomes the caller's lease. A worker may be arming
+ * its watch right now (counted in c->arming under the list's lock, the
+ * EPOLL_CTL_MOD after it): the lease waits for that, a few instructions at
+ * most, because its holder, or a client library under it (libpq drops a
+ * lost connection's socket itself), may close the fd and the number be
+ * reused under the worker's MOD.
+ */
 static inline void
 lease(struct cpool_conn *c, struct cpool_conn **out)
 {
+	while (unlikely(LOAD_ACQ(&c->arming)))
+		caa_cpu_relax();
 	c->uses++;
 	c->reused = true;
 	cpool__conn_move(c, CONN_BUSY, CONN_LEASED);

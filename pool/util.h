@@ -81,6 +81,8 @@ enum cpool_pause_point {		/* (what the hook's obj points to) */
 	CPOOL_PP_FAULT_EPOLL_ADD,	/* conn: nonzero fails the ADD with it */
 	CPOOL_PP_RELEASE_CHECKED,	/* release: its address was in the set,
 					 * no lock held, not pushed (conn) */
+	CPOOL_PP_WORKER_ARM,		/* worker: a watch counted in arming,
+					 * its EPOLL_CTL_MOD not made (conn) */
 };
 
 #ifdef CPOOL_DEBUG

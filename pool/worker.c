@@ -236,8 +236,10 @@ worker_look(struct cpool_worker *w, struct cpool_idle *idle, uint64_t now,
 	}
 	cpool__spin_unlock(&idle->lock);
 
-	for (i = 0; i < arm.n; i++)
+	for (i = 0; i < arm.n; i++) {
+		CPOOL_PAUSE(CPOOL_PP_WORKER_ARM, arm.c[i]);
 		cpool__conn_arm(arm.c[i]);
+	}
 	for (i = 0; i < dead.n; i++)
 		cpool__ep_conn_close(dead.c[i], dead.why[i], false);
 	if (warm) {

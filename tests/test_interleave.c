@@ -20,7 +20,11 @@
  *  - a release preempted between its "address still in the set" check and
  *    its push while DNS drops the address and the drain runs: the
  *    connection it then pools is closed as drained (by the worker, or by
- *    a checkout that meets it first), never leased again.
+ *    a checkout that meets it first), never leased again;
+ *  - a worker between counting itself in a watch's arming and its
+ *    EPOLL_CTL_MOD while a caller leases that connection: the lease waits,
+ *    because its holder's library may close the fd (make soak-tsan saw
+ *    libpq's close race the worker's MOD).
  */
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -529,4 +533,48 @@ Test(interleave, a_release_racing_a_drain_never_pools_a_gone_address)
 	dnssrv_free(&d);
 	close(l2);
 	close(l3);
+}
+
+Test(interleave, a_lease_waits_for_a_worker_arming_its_watch)
+{
+	struct fault_server *fs = server_new(FS_INET);
+	const char *addr = fs_address(fs);
+	struct cpool_config cfg = config_one_shard();
+	struct call acq = { .cpu = -1 };
+	struct cpool *pool;
+	struct cpool_conn *c;
+	int64_t t0;
+
+	pp_arm(CPOOL_PP_WORKER_ARM, false, -1u, 0); /* skips if release */
+	pp_disarm();
+	pool = pool_new(&cfg);
+	pool_add(pool, addr);
+	c = lease(pool, addr);
+	/* The worker arms the idle connection a tick on: hold it there. */
+	pp_arm(CPOOL_PP_WORKER_ARM, true, -1u, 0);
+	cpool_release(c, 0);
+	cr_assert(pp_wait(CPOOL_PP_WORKER_ARM, 0, WAIT_MS),
+		  "the worker never armed the idle connection");
+	/*
+	 * A caller leases it now: it must not get the fd while the worker's
+	 * EPOLL_CTL_MOD on it is still to come (the holder's library may
+	 * close it, and the number be reused under the MOD).
+	 */
+	acq.pool = pool;
+	acq.addr = addr;
+	call_start(&acq, acquire_main);
+	t0 = now_ms();
+	while (now_ms() - t0 < 300 && !atomic_load(&acq.done))
+		pause_ms(1);
+	cr_assert(!atomic_load(&acq.done),
+		  "the lease came out while the worker was arming its watch "
+		  "(err %d after %lld ms)",
+		  acq.err, (long long)acq.elapsed_ms);
+	pp_disarm();
+	call_join(&acq, WAIT_MS);
+	assert_ret(acq.err, 0);
+	cr_assert_eq(acq.c, c, "not the idle connection");
+	cpool_release(acq.c, 0);
+	cpool_destroy(pool);
+	fs_stop(fs);
 }
