@@ -6,8 +6,9 @@
  * caller's keywords plus host/hostaddr/port from the endpoint go to
  * PQconnectStartParams(), and PQconnectPoll() is driven with poll() on
  * PQsocket() until CONNECTION_OK or the deadline. The fd handed to the pool
- * is PQsocket(): libpq owns it (always O_NONBLOCK at the OS level; libpq
- * makes it so) and closes it in PQfinish(), so ops->close returns 1.
+ * is a duplicate of PQsocket() (the same socket, always O_NONBLOCK at the
+ * OS level; libpq makes it so): libpq closes its own number when it loses
+ * the connection and in PQfinish(), and the pool closes its duplicate.
  *
  * Per connection the adapter keeps a small struct pq_conn (the cpool ctx):
  * the PGconn and a flag its notice receiver sets when the server sends an
@@ -32,6 +33,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdbool.h>
@@ -39,6 +41,7 @@
 #include <string.h>
 #include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
 
 struct cpool_pq {
 	char **keywords; /* NULL-ended copies; n entries */
@@ -277,7 +280,7 @@ pq_dial(const char *address, const struct sockaddr *sa, socklen_t salen,
 	const char **kw = NULL, **val = NULL;
 	struct pq_conn *pc = NULL;
 	size_t i;
-	int err;
+	int err, fd;
 
 	err = split_address(address, host, sizeof(host), port, sizeof(port));
 	if (err)
@@ -321,11 +324,22 @@ pq_dial(const char *address, const struct sockaddr *sa, socklen_t salen,
 		err = -EPROTO;
 	if (err)
 		goto fail;
+	/*
+	 * The pool gets a duplicate of libpq's socket: libpq closes its own
+	 * number by itself when it loses the connection in the middle of a
+	 * request, and the pool's number (watched by a worker's epoll,
+	 * un-watched at close) must not be freed, and reused, under it.
+	 */
+	fd = fcntl(PQsocket(pc->conn), F_DUPFD_CLOEXEC, 0);
+	if (fd < 0) {
+		err = -errno;
+		goto fail;
+	}
 	free(kw);
 	free(val);
 	ADD(&pq->connects, 1);
 	*ctx = pc;
-	return PQsocket(pc->conn);
+	return fd;
 fail:
 	if (pc && pc->conn)
 		PQfinish(pc->conn);
@@ -394,8 +408,9 @@ pq_release(struct cpool_conn *c, void *arg)
 }
 
 /*
- * ops->close: PQfinish(), which closes the fd itself. Quiet, its Terminate
- * goes to /dev/null (the pool pointed the fd there).
+ * ops->close: PQfinish(), which closes libpq's own socket; the pool closes
+ * its duplicate (return 0). Quiet, libpq's number is first pointed at the
+ * pool's, which the pool pointed at /dev/null: the Terminate goes nowhere.
  */
 static int
 pq_close(struct cpool_conn *c, enum cpool_close_reason reason, unsigned flags,
@@ -407,12 +422,15 @@ pq_close(struct cpool_conn *c, enum cpool_close_reason reason, unsigned flags,
 	if (!pc)
 		return 0;
 	cpool_conn_set_ctx(c, NULL);
+	if ((flags & CPOOL_CLOSE_QUIET) && PQsocket(pc->conn) >= 0 &&
+	    cpool_conn_fd(c) >= 0)
+		dup3(cpool_conn_fd(c), PQsocket(pc->conn), O_CLOEXEC);
 	PQfinish(pc->conn);
 	free(pc);
 	ADD(&pq->finishes, 1);
 	if (flags & CPOOL_CLOSE_QUIET)
 		ADD(&pq->quiet_finishes, 1);
-	return 1;
+	return 0;
 }
 
 static const struct cpool_conn_ops pq_ops = {
