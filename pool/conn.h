@@ -40,7 +40,8 @@ struct cpool_conn {
 	struct cds_list_head link; /* in its home list while CONN_IDLE */
 	uint64_t released_ns;	 /* tick at the last release or give-back */
 	uint64_t expires_ns;	 /* end of life with jitter; UINT64_MAX never */
-	struct cpool_idle *home; /* its list while CONN_IDLE (store-release) */
+	struct cpool_idle *home; /* its list while CONN_IDLE; leased, the list
+				  * its release goes to (store-release) */
 	int epfd;		 /* the worker epoll it is registered with */
 	unsigned arming;	 /* EPOLL_CTL_MODs in flight (workers) */
 	struct cpool_stack *reaper; /* frees it after its worker's next wait */

@@ -61,6 +61,7 @@ struct cpool {
 	uint64_t idle_timeout_ns;
 	uint64_t lifetime_ns;
 	uint64_t check_idle_ns;		/* cfg.check_idle_ms; 0 without check */
+	bool release_policy;		/* max_uses or ops.release: per-lease checks */
 	uint64_t hash_seed;
 	struct cpool_conn_ops ops;	/* cfg.conn_ops, copied; all NULL if none */
 	int nullfd;			/* /dev/null, for quiet closes and fork */

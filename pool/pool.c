@@ -190,6 +190,7 @@ cpool_create(const struct cpool_config *cfg, struct cpool **out)
 	pool->probe_bypass_ns = (uint64_t)c.probe_bypass_ms * 1000000u;
 	pool->idle_timeout_ns = (uint64_t)c.idle_timeout_ms * 1000000u;
 	pool->lifetime_ns = (uint64_t)c.max_lifetime_ms * 1000000u;
+	pool->release_policy = c.max_uses || pool->ops.release;
 	pool->hash_seed = cpool__random();
 	pool->tick_ns = cpool__coarse_ns();
 	pool->release = pool_free;
@@ -578,6 +579,7 @@ acquire_new(struct cpool_endpoint *ep, unsigned sh, struct cpool_conn **out)
 		return err;
 	}
 	ADD_RLX(&ep->ctr.new_leases, 1);
+	STORE_REL(&c->home, &ep->idle[sh]); /* where its release goes */
 	c->uses = 1;
 	c->reused = false;
 	*out = c;
@@ -675,6 +677,8 @@ acquire_slow(struct cpool_endpoint *ep, unsigned sh, struct cpool_conn *c,
 		reason = checkout_reason(pool, c);
 		if (!reason) {
 			ADD_RLX(&ep->ctr.reuses, 1);
+			/* Stolen or handed over: its release comes back here. */
+			STORE_REL(&c->home, &ep->idle[sh]);
 			lease(c, out);
 			return 0;
 		}
@@ -749,12 +753,12 @@ cpool_acquire(struct cpool *pool, const char *address, struct cpool_conn **out)
  * when the full checkout must decide.
  */
 static inline bool
-checkout_quick(const struct cpool *pool, const struct cpool_conn *c,
-	       uint64_t coarse)
+checkout_quick(const struct cpool *pool, const struct cpool_endpoint *ep,
+	       const struct cpool_conn *c, uint64_t coarse)
 {
 	uint64_t now = LOAD_RLX(&pool->tick_ns);
 
-	return !cpool__ep_conn_gone(c->ep, c) && now < c->expires_ns &&
+	return !cpool__ep_conn_gone(ep, c) && now < c->expires_ns &&
 	       (!pool->idle_timeout_ns ||
 		now - c->released_ns < pool->idle_timeout_ns) &&
 	       !pool->check_idle_ns &&
@@ -835,7 +839,7 @@ cpool_acquire_ep(struct cpool_endpoint *ep, struct cpool_conn **out)
 		return acquire_ep_locked(ep, idle, out);
 	c = cpool__idle_pop_locked(idle, &hand);
 	cpool__spin_unlock(&idle->lock);
-	if (unlikely(!c || hand || !checkout_quick(pool, c, coarse)))
+	if (unlikely(!c || hand || !checkout_quick(pool, ep, c, coarse)))
 		return acquire_ep_more(ep, idle, c, hand, out);
 	ADD_RLX(&idle->reuses, 1);
 	lease(c, out);
@@ -944,9 +948,7 @@ release_full(struct cpool_conn *c, unsigned flags)
 	}
 	CPOOL_PAUSE(CPOOL_PP_RELEASE_CHECKED, c);
 	/* Closing (removed, shut down, or a fork child's copy): close it. */
-	if (unlikely(cpool__admit_put(&ep->admit,
-				      &ep->idle[cpool__shard_cur(pool->nshards)],
-				      c, CONN_LEASED)))
+	if (unlikely(cpool__admit_put(&ep->admit, c->home, c, CONN_LEASED)))
 		release_close(c, CPOOL_CLOSE_SHUTDOWN);
 }
 
@@ -968,8 +970,10 @@ release_hand_over(struct cpool_idle *idle)
 /*
  * Release's fast path: a clean lease of a pool without per-lease policy
  * (max_uses, ops->release), no drain under way, back onto an uncontended
- * list nobody waits at. Everything else is a tail call to release_full(),
- * so that nothing lives across a call here.
+ * list nobody waits at: the list of the shard it was acquired on
+ * (c->home, set at the lease), so that no CPU lookup is made here.
+ * Everything else is a tail call to release_full(), so that nothing lives
+ * across a call here.
  */
 void
 cpool_release(struct cpool_conn *c, unsigned flags)
@@ -977,34 +981,36 @@ cpool_release(struct cpool_conn *c, unsigned flags)
 	struct cpool_endpoint *ep;
 	struct cpool_idle *idle;
 	struct cpool *pool;
+	uint64_t now;
 	bool hand;
 
 	if (unlikely(!c))
 		return;
 	ep = c->ep;
 	pool = ep->pool;
-	if (unlikely(flags | c->broken | pool->cfg.max_uses |
-		     (pool->ops.release != NULL) | LOAD_RLX(&ep->ndraining) |
+	now = LOAD_RLX(&pool->tick_ns);
+	if (unlikely(flags | c->broken | pool->release_policy |
+		     LOAD_RLX(&ep->ndraining) |
 		     (LOAD_RLX(&c->state) != CONN_LEASED)) ||
-	    unlikely(LOAD_RLX(&pool->tick_ns) >= c->expires_ns)) {
+	    unlikely(now >= c->expires_ns)) {
 		release_full(c, flags);
 		return;
 	}
 	CPOOL_PAUSE(CPOOL_PP_RELEASE_CHECKED, c);
-	idle = &ep->idle[cpool__shard_cur(pool->nshards)];
+	idle = c->home;
 	if (unlikely(__atomic_exchange_n(&idle->lock.locked, 1,
 					 __ATOMIC_ACQUIRE))) {
 		release_put(c, idle);
 		return;
 	}
 	/* Under the lock, as in cpool__admit_put(): see admit.h. */
-	if (unlikely(LOAD_RLX(&c->ep->admit.gate))) {
+	if (unlikely(LOAD_RLX(&ep->admit.gate))) {
 		cpool__spin_unlock(&idle->lock);
 		release_put(c, idle);
 		return;
 	}
-	c->released_ns = LOAD_RLX(&c->ep->pool->tick_ns);
-	CPOOL_PAUSE(CPOOL_PP_RELEASE_GATE_READ, &c->ep->admit);
+	c->released_ns = now;
+	CPOOL_PAUSE(CPOOL_PP_RELEASE_GATE_READ, &ep->admit);
 	hand = cpool__idle_push_locked(idle, c, CONN_LEASED);
 	cpool__spin_unlock(&idle->lock);
 	if (unlikely(hand))

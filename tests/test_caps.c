@@ -11,6 +11,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <sys/rseq.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -436,6 +437,93 @@ Test(caps, the_cap_counts_connections_of_every_shard)
 	cpool_release(a, 0);
 	cpool_release(b, 0);
 	assert_stat(stats_of(pool, addr), open, 2);
+	cpool_destroy(pool);
+	fs_stop(fs);
+}
+
+/*
+ * A lease goes back to the list of the shard it was acquired on, not to
+ * the shard of the CPU its release runs on: the release makes no CPU
+ * lookup. Acquired on CPU 0 and released on CPU 1, the connection is
+ * found again on CPU 0 without a steal; stolen by CPU 1 and released on
+ * CPU 0, it is CPU 1's from then on. (The old release, by the releasing
+ * CPU, made both later acquires steal.) Needs rseq, which keeps the CPU
+ * the pool reads current after a migration.
+ */
+struct migrate {
+	struct cpool *pool;
+	const char *addr;
+	bool pinned;
+	int err[4];
+};
+
+static void *
+migrate_main(void *arg)
+{
+	struct migrate *m = arg;
+	struct cpool_conn *c;
+
+	m->pinned = pin_to(0);
+	if ((m->err[0] = cpool_acquire(m->pool, m->addr, &c)) != 0)
+		return NULL; /* a new connection, leased on shard 0 */
+	m->pinned &= pin_to(1);
+	cpool_release(c, 0);
+	m->pinned &= pin_to(0);
+	if ((m->err[1] = cpool_acquire(m->pool, m->addr, &c)) != 0)
+		return NULL; /* shard 0's own: no steal */
+	cpool_release(c, 0);
+	m->pinned &= pin_to(1);
+	if ((m->err[2] = cpool_acquire(m->pool, m->addr, &c)) != 0)
+		return NULL; /* stolen from shard 0 */
+	m->pinned &= pin_to(0);
+	cpool_release(c, 0);
+	m->pinned &= pin_to(1);
+	m->err[3] = cpool_acquire(m->pool, m->addr, &c); /* shard 1's now */
+	if (!m->err[3])
+		cpool_release(c, 0);
+	return NULL;
+}
+
+Test(caps, a_lease_goes_back_to_the_shard_it_was_acquired_on)
+{
+	struct fault_server *fs = server_new(FS_INET);
+	const char *addr = fs_address(fs);
+	struct migrate m = { 0 };
+	struct cpool_config cfg;
+	struct cpool_stats st;
+	struct cpool *pool;
+	pthread_t t;
+
+	if (__rseq_size == 0) {
+		fs_stop(fs);
+		cr_skip_test("rseq is not registered: the pool's CPU lags a "
+			     "migration by design, shards cannot be forced");
+	}
+	cpool_config_init(&cfg);
+	cfg.workers = 2;
+	cfg.max_conns_per_endpoint = 1;
+	cfg.probe_bypass_ms = 0;
+	pool = pool_new(&cfg);
+	pool_add(pool, addr);
+	m.pool = pool;
+	m.addr = addr;
+	cr_assert_eq(pthread_create(&t, NULL, migrate_main, &m), 0);
+	pthread_join(t, NULL);
+	if (!m.pinned) {
+		cpool_destroy(pool);
+		fs_stop(fs);
+		cr_skip_test("cannot pin to CPUs 0 and 1: shards not forced");
+	}
+	for (int i = 0; i < 4; i++)
+		cr_assert_eq(m.err[i], 0, "acquire %d: got %d (%s)", i,
+			     m.err[i], strerror(-m.err[i]));
+	st = stats_of(pool, addr);
+	assert_stat(st, acquires, 4);
+	assert_stat(st, connects, 1);
+	assert_stat(st, reuses, 3);
+	/* Only the third acquire, from CPU 1 with the one connection on
+	 * shard 0's list, steals. */
+	assert_stat(st, steals, 1);
 	cpool_destroy(pool);
 	fs_stop(fs);
 }
