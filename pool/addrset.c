@@ -17,12 +17,14 @@
  *    ones keep serving (they passed their probe).
  *
  * Balancing is Envoy's least-request with choice_count 2: two random
- * healthy addresses, the one carrying less. The load counted is open plus
- * connecting connections. A caller opens a connection only when the
- * endpoint had no idle one for it (its own list, a steal from every other
- * shard, then the cap), so at that moment an address's open connections
- * are its leased ones, and open + connecting is the leased + connecting of
- * the rule, without a counter on the lease fast paths.
+ * healthy addresses, the one with fewer leased plus connecting
+ * connections; a tie goes to the one with fewer open (so a worker's
+ * prewarm, which dials while nothing is leased, spreads its idle
+ * connections), then to a coin. Leased is open minus idle, and idle is
+ * counted in the endpoint's lists (s->idle_of) only when it can matter:
+ * a caller dials only when it found no idle connection anywhere, so the
+ * walk is usually over empty lists, and nothing is counted on the lease
+ * fast paths.
  *
  * Everything here runs on the connect path, under the set's mutex: one
  * lock per new connection next to a connect() is noise.
@@ -240,10 +242,31 @@ healthy(const struct cpool_uaddr *u, uint64_t now, bool *trial)
 	return true;
 }
 
-static unsigned
-load(const struct cpool_uaddr *u)
+/* A candidate's load: leased + connecting, and open for a tie. */
+struct load {
+	unsigned busy;
+	unsigned open;
+};
+
+static struct load
+load(const struct cpool_aset *s, const struct cpool_uaddr *u)
 {
-	return LOAD_RLX(&u->open) + LOAD_RLX(&u->connecting);
+	struct load l = { LOAD_RLX(&u->connecting), LOAD_RLX(&u->open) };
+	unsigned idle = l.open && s->idle_of ? s->idle_of(s->idle_arg, u) : 0;
+
+	l.busy += l.open > idle ? l.open - idle : 0;
+	return l;
+}
+
+/* Whether @b carries less than @a (a coin for a full tie). */
+static bool
+lighter(struct load b, struct load a)
+{
+	if (b.busy != a.busy)
+		return b.busy < a.busy;
+	if (b.open != a.open)
+		return b.open < a.open;
+	return cpool__random() & 1;
 }
 
 /*
@@ -284,9 +307,7 @@ choose(struct cpool_aset *s, uint64_t now, int family, bool panic,
 	}
 	if (!cand[0])
 		return NULL;
-	if (cand[1] && (load(cand[1]) < load(cand[0]) ||
-			(load(cand[1]) == load(cand[0]) &&
-			 (cpool__random() & 1)))) {
+	if (cand[1] && lighter(load(s, cand[1]), load(s, cand[0]))) {
 		cand[0] = cand[1];
 		tr[0] = tr[1];
 	}

@@ -60,6 +60,11 @@ struct cpool_aset {
 	unsigned *ndraining;	 /* the endpoint's count of gone addresses
 				  * with connections (read on fast paths) */
 	struct cpool_ep_counters *ctr; /* the endpoint's */
+	/* A member's connections idle in the endpoint's lists now (set by
+	 * the endpoint; NULL counts none): balancing's leased = open - idle.
+	 * Called under @lock; it may take the lists' spinlocks. */
+	unsigned (*idle_of)(void *arg, const struct cpool_uaddr *u);
+	void *idle_arg;
 };
 
 /* An address as the resolver or the parser gives it. */

@@ -207,6 +207,13 @@ cpool__ep_match(struct cds_lfht_node *node, const void *key)
 	return ep->keylen == k->len && memcmp(ep->key, k->s, k->len) == 0;
 }
 
+/* ep->set's view of the lists, for balancing (addrset.h). */
+static unsigned
+set_idle_of(void *arg, const struct cpool_uaddr *u)
+{
+	return cpool__ep_addr_idle(arg, u);
+}
+
 static size_t
 idle_array_size(const struct cpool *pool)
 {
@@ -300,6 +307,8 @@ ep_new(struct cpool *pool, const char *address, const struct cpool_addr *a,
 	}
 	cpool__aset_init(&ep->set, &pool->cfg, host != NULL, &ep->ndraining,
 			 &ep->ctr);
+	ep->set.idle_of = set_idle_of;
+	ep->set.idle_arg = ep;
 	if (cpool__aset_update(&ep->set, a, n) < 0) {
 		cpool__aset_destroy(&ep->set);
 		cpool__free(ep->idle, idle_array_size(pool));
@@ -928,6 +937,26 @@ cpool__ep_set_update(struct cpool_endpoint *ep, const struct cpool_addr *a,
 			     &out);
 	close_gone(&out);
 	return 0;
+}
+
+unsigned
+cpool__ep_addr_idle(const struct cpool_endpoint *ep,
+		    const struct cpool_uaddr *u)
+{
+	struct cpool_idle *idle = ep->idle;
+	struct cds_list_head *pos;
+	unsigned k, n = 0;
+
+	for (k = 0; k < ep->pool->nshards; k++) {
+		if (!LOAD_RLX(&idle[k].count))
+			continue;
+		cpool__spin_lock(&idle[k].lock);
+		cds_list_for_each(pos, &idle[k].head)
+			n += cds_list_entry(pos, struct cpool_conn, link)->ua ==
+			     u;
+		cpool__spin_unlock(&idle[k].lock);
+	}
+	return n;
 }
 
 void

@@ -203,6 +203,13 @@ int cpool__ep_set_update(struct cpool_endpoint *ep, const struct cpool_addr *a,
  */
 void cpool__ep_drain_list(struct cpool_endpoint *ep, struct cpool_idle *idle);
 
+/*
+ * Connections to @u idle in @ep's lists now: each non-empty list is walked
+ * under its lock (balancing, per-address stats; never a fast path).
+ */
+unsigned cpool__ep_addr_idle(const struct cpool_endpoint *ep,
+			     const struct cpool_uaddr *u);
+
 /* Whether @c's address left its set: it must not be leased again. */
 static inline bool
 cpool__ep_conn_gone(const struct cpool_endpoint *ep,

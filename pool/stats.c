@@ -205,24 +205,6 @@ addr_state(const struct cpool_uaddr *u, uint64_t now)
 	return st;
 }
 
-/* Connections of @u idle in @ep's lists now. */
-static unsigned
-addr_idle(const struct cpool_endpoint *ep, const struct cpool_uaddr *u)
-{
-	struct cpool_idle *idle = ep->idle;
-	struct cds_list_head *pos;
-	unsigned k, n = 0;
-
-	for (k = 0; k < ep->pool->nshards; k++) {
-		cpool__spin_lock(&idle[k].lock);
-		cds_list_for_each(pos, &idle[k].head)
-			n += cds_list_entry(pos, struct cpool_conn, link)->ua ==
-			     u;
-		cpool__spin_unlock(&idle[k].lock);
-	}
-	return n;
-}
-
 static void
 addr_fill(const struct cpool_endpoint *ep, const struct cpool_uaddr *u,
 	  uint64_t now, struct cpool_addr_stats *o)
@@ -233,7 +215,7 @@ addr_fill(const struct cpool_endpoint *ep, const struct cpool_uaddr *u,
 	snprintf(o->address, sizeof(o->address), "%s", u->text);
 	o->state = addr_state(u, now);
 	o->open = open;
-	idle = addr_idle(ep, u);
+	idle = cpool__ep_addr_idle(ep, u);
 	o->leased = open > idle ? open - idle : 0;
 	o->connecting = LOAD_RLX(&u->connecting);
 	o->failures = u->fail_streak;
