@@ -153,15 +153,41 @@ cpool__dns_servers_check(const char *servers)
  * send is a sendmsg(MSG_NOSIGNAL) and every socket is close-on-exec from
  * its creation (and nonblocking, as c-ares makes them anyway).
  */
+/*
+ * The asynchronous resolver's sockets, known by number, so that a fork
+ * child can close its copies without asking c-ares, whose state a worker
+ * may have been changing at the fork (cpool__dns_fork_free()). Written by
+ * the driving worker only. c-ares 1.18 keeps one UDP socket per server
+ * (and a TCP one for a truncated answer): more than DNS_SOCKS at once go
+ * untracked, and only a fork child would notice.
+ */
+#define DNS_SOCKS 16
+struct dns_socks {
+	int fd[DNS_SOCKS]; /* -1: free */
+};
+
 static ares_socket_t
 sock_open(int af, int type, int protocol, void *arg)
 {
-	return socket(af, type | SOCK_CLOEXEC | SOCK_NONBLOCK, protocol);
+	struct dns_socks *t = arg;
+	int fd = socket(af, type | SOCK_CLOEXEC | SOCK_NONBLOCK, protocol);
+
+	for (unsigned i = 0; t && fd >= 0 && i < DNS_SOCKS; i++)
+		if (t->fd[i] < 0) {
+			t->fd[i] = fd;
+			break;
+		}
+	return fd;
 }
 
 static int
 sock_close(ares_socket_t fd, void *arg)
 {
+	struct dns_socks *t = arg;
+
+	for (unsigned i = 0; t && i < DNS_SOCKS; i++)
+		if (t->fd[i] == fd)
+			t->fd[i] = -1;
 	return close(fd);
 }
 
@@ -244,7 +270,7 @@ done:
 
 static int
 channel_new(const char *servers, ares_channel *ch, ares_sock_state_cb cb,
-	    void *cb_arg)
+	    void *cb_arg, struct dns_socks *socks)
 {
 	struct ares_options o;
 	int mask = ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES, status;
@@ -266,7 +292,7 @@ channel_new(const char *servers, ares_channel *ch, ares_sock_state_cb cb,
 	status = ares_init_options(ch, &o, mask);
 	if (status != ARES_SUCCESS)
 		return status == ARES_ENOMEM ? -ENOMEM : -EAGAIN;
-	ares_set_socket_functions(*ch, &sock_funcs, NULL);
+	ares_set_socket_functions(*ch, &sock_funcs, socks);
 	if (servers &&
 	    ares_set_servers_ports_csv(*ch, servers) != ARES_SUCCESS) {
 		ares_destroy(*ch);
@@ -315,7 +341,7 @@ cpool__dns_resolve(const char *servers, const char *host, unsigned short port,
 	int n, i, err, ms;
 
 	memset(out, 0, sizeof(*out));
-	err = channel_new(servers, &ch, NULL, NULL);
+	err = channel_new(servers, &ch, NULL, NULL, NULL);
 	if (err) {
 		out->err = err;
 		return err;
@@ -388,6 +414,7 @@ struct cpool_dns {
 	bool in_query;		     /* inside ares_getaddrinfo() */
 	bool destroying;
 	struct dns_query *deferred;  /* answered inside ares_getaddrinfo() */
+	struct dns_socks socks;	     /* the channel's open sockets */
 };
 
 static void
@@ -418,7 +445,9 @@ cpool__dns_new(const char *servers, int epfd, struct cpool_dns **out)
 		return -ENOMEM;
 	memset(d, 0, sizeof(*d));
 	d->epfd = epfd;
-	err = channel_new(servers, &d->ch, sock_state, d);
+	for (unsigned i = 0; i < DNS_SOCKS; i++)
+		d->socks.fd[i] = -1;
+	err = channel_new(servers, &d->ch, sock_state, d, &d->socks);
 	if (err) {
 		cpool__free(d, sizeof(*d));
 		return err;
@@ -528,4 +557,13 @@ cpool__dns_free(struct cpool_dns *d)
 		query_deliver(q);
 	}
 	cpool__free(d, sizeof(*d));
+}
+
+void
+cpool__dns_fork_free(struct cpool_dns *d)
+{
+	for (unsigned i = 0; i < DNS_SOCKS; i++)
+		if (d->socks.fd[i] >= 0)
+			close(d->socks.fd[i]);
+	cpool__free(d, sizeof(*d)); /* the channel's memory stays: see above */
 }

@@ -85,4 +85,12 @@ uint64_t cpool__dns_timeouts(struct cpool_dns *d, uint64_t now_ns);
 /* Pending queries end with -ECANCELED (their callbacks run), then frees. */
 void cpool__dns_free(struct cpool_dns *d);
 
+/*
+ * A fork child's end of an inherited resolver: closes the child's copies
+ * of its sockets and frees @d, without a call into c-ares (the driving
+ * worker may have been inside it at the fork: the channel's memory is
+ * left behind in the child, no callback runs, nothing is sent).
+ */
+void cpool__dns_fork_free(struct cpool_dns *d);
+
 #endif /* CPOOL_DNS_H */

@@ -196,3 +196,13 @@ cpool__names_stop(struct cpool *pool)
 	if (d)
 		cpool__dns_free(d); /* -ECANCELED: every query's reference */
 }
+
+void
+cpool__names_fork_stop(struct cpool *pool)
+{
+	struct cpool_dns *d = pool->dns;
+
+	pool->dns = NULL;
+	if (d)
+		cpool__dns_fork_free(d);
+}

@@ -36,4 +36,7 @@ void cpool__names_event(struct cpool *pool, uint64_t data, uint32_t events);
 /* Worker 0, stopping: pending refreshes end (their references drop). */
 void cpool__names_stop(struct cpool *pool);
 
+/* A fork child's destroy: the inherited resolver's sockets closed. */
+void cpool__names_fork_stop(struct cpool *pool);
+
 #endif /* CPOOL_NAMES_H */

@@ -314,6 +314,7 @@ destroy_inherited(struct cpool *pool)
 	struct cpool_conn *c;
 	unsigned k, kept, eps = 0;
 
+	cpool__names_fork_stop(pool);
 	for (k = 0; k < pool->nshards; k++) {
 		cpool__stack_close(&pool->shards[k].inbox);
 		for (n = cpool__stack_close(&pool->shards[k].reaper); n;

@@ -920,3 +920,147 @@ Test(sets, no_caller_thread_sends_or_receives_dns_while_the_set_changes)
 	cr_assert_gt(other_dns, 0, "strace saw no DNS traffic at all");
 	env_stop(&e);
 }
+
+/* The fd numbers open now, as a bitmap of the first 1024. */
+struct fdset {
+	unsigned char open[1024];
+};
+
+static void
+fds_now(struct fdset *s)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *de;
+
+	memset(s, 0, sizeof(*s));
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		int fd = atoi(de->d_name);
+
+		if (de->d_name[0] != '.' && fd != dirfd(d) && fd >= 0 &&
+		    fd < 1024)
+			s->open[fd] = 1;
+	}
+	closedir(d);
+}
+
+/* Whether a socket not in @before is open now (the resolver's). */
+static bool
+new_socket(const struct fdset *before)
+{
+	struct fdset now;
+	char path[64], target[256];
+
+	fds_now(&now);
+	for (int fd = 0; fd < 1024; fd++) {
+		ssize_t n;
+
+		if (!now.open[fd] || before->open[fd])
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		n = readlink(path, target, sizeof(target) - 1);
+		if (n > 7 && !strncmp(target, "socket:", 7))
+			return true;
+	}
+	return false;
+}
+
+struct fork_names {
+	struct env *e;
+	struct fdset before; /* open before the pool was created */
+};
+
+/* Child: destroy the inherited pool; every fd it had must be gone. */
+static int
+child_destroy_names(void *arg, int wfd)
+{
+	struct fork_names *x = arg;
+	struct fdset after;
+	char path[64], target[256];
+	int extra = 0, sockets = 0;
+
+	fds_now(&after); /* the pool's, inherited: say which */
+	for (int fd = 0; fd < 1024; fd++) {
+		ssize_t n;
+
+		if (!after.open[fd] || x->before.open[fd] || fd == wfd)
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		n = readlink(path, target, sizeof(target) - 1);
+		target[n > 0 ? n : 0] = '\0';
+		sockets += !strncmp(target, "socket:", 7);
+		child_say(wfd, "step: inherited fd %d (%s)", fd, target);
+	}
+	if (!sockets) {
+		child_say(wfd, "FAILED: no socket of the pool's resolver was "
+			  "open in the child: nothing to check");
+		return 1;
+	}
+	cpool_destroy(x->e->pool);
+	fds_now(&after);
+	for (int fd = 0; fd < 1024; fd++) {
+		ssize_t n;
+
+		if (!after.open[fd] || x->before.open[fd] || fd == wfd)
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		n = readlink(path, target, sizeof(target) - 1);
+		target[n > 0 ? n : 0] = '\0';
+		child_say(wfd, "FAILED: fd %d (%s) still open after the "
+			  "inherited pool's destroy", fd, target);
+		extra++;
+	}
+	return extra ? 1 : 0;
+}
+
+/*
+ * A fork child's destroy of an inherited pool that follows a name closes
+ * the child's copies of the resolver's sockets too, as it does those of
+ * the workers and connections: the child is left with no fd of the pool.
+ * (The resolver was not freed in a child before: its UDP socket stayed.)
+ */
+Test(sets, a_fork_childs_destroy_of_the_pool_leaves_no_resolver_socket)
+{
+	const char *ips[] = { ip_of[0] };
+	struct cpool_config cfg;
+	struct cpool_stats st;
+	struct fork_names x;
+	struct child ch;
+	struct env e;
+
+	env_start(&e, 1);
+	env_names(&e, ips, 1);
+	x.e = &e;
+	fds_now(&x.before);
+	cfg = env_config(&e);
+	env_pool(&e, &cfg);
+	assert_stats_wait(e.pool, e.addr, st, st.dns_refreshes >= 1, 10000);
+	/*
+	 * c-ares closes its socket once nothing is pending: with the server
+	 * gone, a refresh keeps it open through its tries (seconds). Fork
+	 * while it is (no connection is open: the pool's only socket).
+	 */
+	dnssrv_stop(&e.d);
+	{
+		int64_t deadline = now_ms() + 10000;
+
+		while (!new_socket(&x.before) && now_ms() < deadline)
+			pause_1ms();
+		cr_assert(new_socket(&x.before),
+			  "no resolver socket open within 10 s of DNS down");
+	}
+	assert_ret(child_start(&ch, child_destroy_names, &x), 0);
+	child_wait(&ch, 10000);
+	cr_assert(child_ok(&ch), "the child %s; it said:\n%s", child_how(&ch),
+		  ch.said);
+	/* The parent's resolver goes on. */
+	assert_ret(dnssrv_restart(&e.d), 0);
+	{
+		uint64_t r = st.dns_refreshes;
+
+		assert_stats_wait(e.pool, e.addr, st, st.dns_refreshes > r,
+				  10000);
+	}
+	env_stop(&e);
+}
