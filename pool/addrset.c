@@ -443,6 +443,14 @@ cpool__aset_done(struct cpool_aset *s, struct cpool_uaddr *u, int err,
 }
 
 void
+cpool__aset_prefer(struct cpool_aset *s, int family)
+{
+	pthread_mutex_lock(&s->lock);
+	s->pref_family = family;
+	pthread_mutex_unlock(&s->lock);
+}
+
+void
 cpool__aset_closed(struct cpool_uaddr *u)
 {
 	struct cpool_aset *s = u->set;

@@ -53,7 +53,9 @@ struct cpool_aset {
 	struct cds_list_head draining; /* gone, with connections still open */
 	unsigned n;		 /* members */
 	unsigned nejected;	 /* members ejected now */
-	int pref_family;	 /* the first answer's: Happy Eyeballs */
+	int pref_family;	 /* Happy Eyeballs: the first answer's, or
+				  * the family that last won a race, until
+				  * the next answer */
 	bool named;		 /* follows DNS */
 	unsigned eject_after;	 /* cfg.eject_after_failures; 0 = never */
 	unsigned eject_pct;	 /* cfg.max_ejection_percent */
@@ -118,6 +120,14 @@ int cpool__aset_pick(struct cpool_aset *s, bool race, bool count,
  */
 void cpool__aset_done(struct cpool_aset *s, struct cpool_uaddr *a, int err,
 		      bool trial, bool cancelled, bool opened);
+
+/*
+ * A race was won by @family (the preferred one lost or failed): it is
+ * tried first until the next answer resets the preference, so that a
+ * family whose SYNs vanish costs one happy_eyeballs_ms per answer, not one
+ * per connection.
+ */
+void cpool__aset_prefer(struct cpool_aset *s, int family);
 
 /* A connection to @a closed (its fd): open - 1. */
 void cpool__aset_closed(struct cpool_uaddr *a);

@@ -673,8 +673,10 @@ conn_connect(struct cpool_endpoint *ep, struct cpool_conn *c,
 	}
 	if (*win < 0)
 		return last;
-	if (*win == 1)
+	if (*win == 1) {
 		cpool__conn_take_fd(c, &stand_in, &ep->conns);
+		cpool__aset_prefer(&ep->set, t[1].ua->family);
+	}
 won:
 	if (*win == 0 && n == 2 && t[1].state == ATT_IDLE)
 		cpool__aset_done(&ep->set, t[1].ua, 0, t[1].trial, true,
