@@ -147,13 +147,6 @@ cpool__dns_servers_check(const char *servers)
 }
 
 /*
- * c-ares 1.18 sends on UDP with send(MSG_NOSIGNAL) but on TCP (truncated
- * answers) with plain writev(), which raises SIGPIPE when the server has
- * reset the connection. Its socket functions are all replaced so that every
- * send is a sendmsg(MSG_NOSIGNAL) and every socket is close-on-exec from
- * its creation (and nonblocking, as c-ares makes them anyway).
- */
-/*
  * The asynchronous resolver's sockets, known by number, so that a fork
  * child can close its copies without asking c-ares, whose state a worker
  * may have been changing at the fork (cpool__dns_fork_free()). Written by
@@ -166,6 +159,13 @@ struct dns_socks {
 	int fd[DNS_SOCKS]; /* -1: free */
 };
 
+/*
+ * c-ares 1.18 sends on UDP with send(MSG_NOSIGNAL) but on TCP (truncated
+ * answers) with plain writev(), which raises SIGPIPE when the server has
+ * reset the connection. Its socket functions are all replaced so that every
+ * send is a sendmsg(MSG_NOSIGNAL) and every socket is close-on-exec from
+ * its creation (and nonblocking, as c-ares makes them anyway).
+ */
 static ares_socket_t
 sock_open(int af, int type, int protocol, void *arg)
 {

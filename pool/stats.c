@@ -231,9 +231,7 @@ addr_fill(const struct cpool_endpoint *ep, const struct cpool_uaddr *u,
 
 /*
  * Fills up to @n entries of @out (each @size bytes) for @ep's members,
- * then its draining addresses that still have a connection open or
- * connecting (one closed already only waits for its memory to be freed by
- * a worker: it has drained); returns how many it has.
+ * then its draining addresses; returns how many it has.
  */
 static unsigned
 ep_addresses(const struct cpool_endpoint *ep, unsigned char *out, size_t size,
@@ -249,14 +247,12 @@ ep_addresses(const struct cpool_endpoint *ep, unsigned char *out, size_t size,
 	pthread_mutex_lock(&set->lock);
 	for (h = 0; h < 2; h++)
 		cds_list_for_each(pos, heads[h]) {
-			struct cpool_uaddr *u =
-				cds_list_entry(pos, struct cpool_uaddr, link);
-
-			if (h && !LOAD_RLX(&u->open) &&
-			    !LOAD_RLX(&u->connecting))
-				continue;
 			if (i < n) {
-				addr_fill(ep, u, now, &one);
+				addr_fill(ep,
+					  cds_list_entry(pos,
+							 struct cpool_uaddr,
+							 link),
+					  now, &one);
 				one.size = size;
 				memcpy(out + i * size, &one,
 				       size < sizeof(one) ? size : sizeof(one));

@@ -969,25 +969,45 @@ fds_now(struct fdset *s)
 	closedir(d);
 }
 
+/*
+ * The fds open now that @before does not hold, but @skip: each said on
+ * @wfd as "@say fd N (target)" when @wfd >= 0. Returns how many, and in
+ * *@sockets how many of them are sockets.
+ */
+static int
+new_fds(const struct fdset *before, int skip, int wfd, const char *say,
+	int *sockets)
+{
+	struct fdset now;
+	char path[64], target[256];
+	int n = 0;
+
+	*sockets = 0;
+	fds_now(&now);
+	for (int fd = 0; fd < 1024; fd++) {
+		ssize_t len;
+
+		if (!now.open[fd] || before->open[fd] || fd == skip)
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		len = readlink(path, target, sizeof(target) - 1);
+		target[len > 0 ? len : 0] = '\0';
+		*sockets += !strncmp(target, "socket:", 7);
+		if (wfd >= 0)
+			child_say(wfd, "%s fd %d (%s)", say, fd, target);
+		n++;
+	}
+	return n;
+}
+
 /* Whether a socket not in @before is open now (the resolver's). */
 static bool
 new_socket(const struct fdset *before)
 {
-	struct fdset now;
-	char path[64], target[256];
+	int sockets;
 
-	fds_now(&now);
-	for (int fd = 0; fd < 1024; fd++) {
-		ssize_t n;
-
-		if (!now.open[fd] || before->open[fd])
-			continue;
-		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-		n = readlink(path, target, sizeof(target) - 1);
-		if (n > 7 && !strncmp(target, "socket:", 7))
-			return true;
-	}
-	return false;
+	new_fds(before, -1, -1, NULL, &sockets);
+	return sockets > 0;
 }
 
 struct fork_names {
@@ -1000,42 +1020,21 @@ static int
 child_destroy_names(void *arg, int wfd)
 {
 	struct fork_names *x = arg;
-	struct fdset after;
-	char path[64], target[256];
-	int extra = 0, sockets = 0;
+	int sockets;
 
-	fds_now(&after); /* the pool's, inherited: say which */
-	for (int fd = 0; fd < 1024; fd++) {
-		ssize_t n;
-
-		if (!after.open[fd] || x->before.open[fd] || fd == wfd)
-			continue;
-		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-		n = readlink(path, target, sizeof(target) - 1);
-		target[n > 0 ? n : 0] = '\0';
-		sockets += !strncmp(target, "socket:", 7);
-		child_say(wfd, "step: inherited fd %d (%s)", fd, target);
-	}
+	/* The pool's, inherited: say which. */
+	new_fds(&x->before, wfd, wfd, "step: inherited", &sockets);
 	if (!sockets) {
 		child_say(wfd, "FAILED: no socket of the pool's resolver was "
 			  "open in the child: nothing to check");
 		return 1;
 	}
 	cpool_destroy(x->e->pool);
-	fds_now(&after);
-	for (int fd = 0; fd < 1024; fd++) {
-		ssize_t n;
-
-		if (!after.open[fd] || x->before.open[fd] || fd == wfd)
-			continue;
-		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-		n = readlink(path, target, sizeof(target) - 1);
-		target[n > 0 ? n : 0] = '\0';
-		child_say(wfd, "FAILED: fd %d (%s) still open after the "
-			  "inherited pool's destroy", fd, target);
-		extra++;
-	}
-	return extra ? 1 : 0;
+	return new_fds(&x->before, wfd, wfd,
+		       "FAILED: still open after the inherited pool's destroy:",
+		       &sockets)
+		       ? 1
+		       : 0;
 }
 
 /*
