@@ -887,6 +887,7 @@ Test(ops, a_fork_child_closes_its_copies_quietly_and_the_parent_keeps_them)
 	int pfd[2], status, got[3] = { 0 };
 	pid_t pid;
 
+	stay_on_this_cpu(); /* the re-leases below reuse, not steal */
 	cfg_init(&cfg);
 	r.close_writes = true; /* a child's goodbye would reach the server */
 	pool = ops_pool(&cfg, &full_ops, &r, fs);

@@ -566,6 +566,7 @@ Test(pq, fork_child_destroy_keeps_parent_sessions, .init = srv_up,
 	int pids[N], status;
 	pid_t child;
 
+	stay_on_this_cpu(); /* the re-leases after the fork reuse, not steal */
 	for (int i = 0; i < N; i++) {
 		c[i] = pq_lease(pool, srv.address);
 		pids[i] = PQbackendPID(cpool_pq_conn(c[i]));

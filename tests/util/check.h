@@ -212,6 +212,23 @@ pin_to(int cpu)
 }
 
 /*
+ * Keeps the calling test thread on the CPU it runs on, so that its
+ * acquires all use one shard. A test that asserts a reuse after a wait
+ * (a fork's child, a stats wait) needs it with more than one worker:
+ * woken on another CPU, the acquire would have to steal, and a steal
+ * skips a list whose lock a worker holds (DESIGN: never block on a busy
+ * shard) and connects instead.
+ */
+static inline void
+stay_on_this_cpu(void)
+{
+	int cpu = sched_getcpu();
+
+	cr_assert(cpu >= 0 && pin_to(cpu), "cannot pin the test to CPU %d: %s",
+		  cpu, strerror(errno));
+}
+
+/*
  * One lease taken by a fresh thread pinned to a CPU: its first cpool call
  * is that acquire, so its shard is the CPU's whether or not rseq is there.
  */
