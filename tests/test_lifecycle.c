@@ -322,6 +322,9 @@ Test(lifecycle, an_acquire_connecting_while_shutdown_runs_gets_eshutdown_or_a_le
 	assert_stat(st, open, 0);
 	assert_balanced(&st);
 	cpool_destroy(pool);
+	/* on_connect ran: the connection was made, and the server thread
+	 * may accept it only now, after the pool closed its end. */
+	cr_assert_eq(fs_wait_accepted(fs, 1, WAIT_MS), 0);
 	cr_assert_eq(fs_wait_open(fs, 0, WAIT_MS), 0);
 	n = count_open_fds();
 	cr_assert_eq(n, base, "fds after destroy: %d, want %d", n, base);
