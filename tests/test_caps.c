@@ -455,7 +455,24 @@ struct migrate {
 	const char *addr;
 	bool pinned;
 	int err[4];
+	/* the endpoint's steals and waits after each acquire */
+	unsigned long long steals[4], waits[4];
 };
+
+/* Acquire @i on CPU @cpu; its counters noted. */
+static int
+migrate_acquire(struct migrate *m, int i, int cpu, struct cpool_conn **c)
+{
+	struct cpool_stats st = { .size = sizeof(st) };
+
+	m->pinned &= pin_to(cpu);
+	m->err[i] = cpool_acquire(m->pool, m->addr, c);
+	if (cpool_stats_get(m->pool, m->addr, &st) == 0) {
+		m->steals[i] = st.steals;
+		m->waits[i] = st.waits;
+	}
+	return m->err[i];
+}
 
 static void *
 migrate_main(void *arg)
@@ -463,23 +480,19 @@ migrate_main(void *arg)
 	struct migrate *m = arg;
 	struct cpool_conn *c;
 
-	m->pinned = pin_to(0);
-	if ((m->err[0] = cpool_acquire(m->pool, m->addr, &c)) != 0)
+	m->pinned = true;
+	if (migrate_acquire(m, 0, 0, &c))
 		return NULL; /* a new connection, leased on shard 0 */
 	m->pinned &= pin_to(1);
 	cpool_release(c, 0);
-	m->pinned &= pin_to(0);
-	if ((m->err[1] = cpool_acquire(m->pool, m->addr, &c)) != 0)
+	if (migrate_acquire(m, 1, 0, &c))
 		return NULL; /* shard 0's own: no steal */
 	cpool_release(c, 0);
-	m->pinned &= pin_to(1);
-	if ((m->err[2] = cpool_acquire(m->pool, m->addr, &c)) != 0)
-		return NULL; /* stolen from shard 0 */
+	if (migrate_acquire(m, 2, 1, &c))
+		return NULL; /* taken from shard 0 */
 	m->pinned &= pin_to(0);
 	cpool_release(c, 0);
-	m->pinned &= pin_to(1);
-	m->err[3] = cpool_acquire(m->pool, m->addr, &c); /* shard 1's now */
-	if (!m->err[3])
+	if (!migrate_acquire(m, 3, 1, &c)) /* shard 1's now */
 		cpool_release(c, 0);
 	return NULL;
 }
@@ -521,9 +534,18 @@ Test(caps, a_lease_goes_back_to_the_shard_it_was_acquired_on)
 	assert_stat(st, acquires, 4);
 	assert_stat(st, connects, 1);
 	assert_stat(st, reuses, 3);
-	/* Only the third acquire, from CPU 1 with the one connection on
-	 * shard 0's list, steals. */
-	assert_stat(st, steals, 1);
+	/* Neither the second acquire nor the fourth takes the connection
+	 * from another shard: it went back to the one it was acquired on. */
+	cr_assert_eq(m.steals[1], 0, "acquire 1 on CPU 0 stole: the release "
+		     "on CPU 1 put it on shard 1's list");
+	cr_assert_eq(m.steals[3] - m.steals[2], 0, "acquire 3 on CPU 1 stole: "
+		     "the release on CPU 0 put it on shard 0's list");
+	/* Only the third, from CPU 1 with the one connection on shard 0's
+	 * list, takes it from there: by a steal, or, when a worker held that
+	 * list's lock at the steal's try-lock, by the wait at the cap of 1. */
+	cr_assert_eq(m.steals[2] + m.waits[2], 1, "acquire 2: steals %llu "
+		     "waits %llu, want one of them", m.steals[2], m.waits[2]);
+	assert_stat(st, steals, m.steals[2]);
 	cpool_destroy(pool);
 	fs_stop(fs);
 }
