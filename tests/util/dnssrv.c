@@ -471,6 +471,7 @@ dnssrv_stop(struct dnssrv *d)
 	if (pid <= 0)
 		return;
 	kill(pid, SIGTERM);
+	kill(pid, SIGCONT); /* a frozen one takes its SIGTERM now */
 	deadline = ms_now() + 5000;
 	while (waitpid(pid, NULL, WNOHANG) == 0) {
 		if (ms_now() > deadline) {
@@ -482,6 +483,24 @@ dnssrv_stop(struct dnssrv *d)
 	}
 	reg_set(pid, 0, NULL);
 	d->pid = -1;
+}
+
+void
+dnssrv_pause(struct dnssrv *d)
+{
+	int status;
+
+	if (d->pid <= 0 || kill(d->pid, SIGSTOP) != 0)
+		return;
+	while (waitpid(d->pid, &status, WUNTRACED) < 0 && errno == EINTR)
+		;
+}
+
+void
+dnssrv_resume(struct dnssrv *d)
+{
+	if (d->pid > 0)
+		kill(d->pid, SIGCONT);
 }
 
 int

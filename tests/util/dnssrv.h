@@ -12,9 +12,9 @@
  * their own, rewritten whole by dnssrv_set() (written aside, then renamed
  * in: dnsmasq's inotify re-reads it). Ready means a query for a probe name
  * dnssrv_start() wrote is answered: no other server can be mistaken for
- * ours. Stopped by pid (SIGTERM, waitpid; SIGKILL after 5 s); each server
- * dies with the thread that started it (PR_SET_PDEATHSIG) and an atexit
- * handler kills what is left and removes the directories.
+ * ours. Stopped by pid (SIGTERM and SIGCONT, waitpid; SIGKILL after 5 s);
+ * each server dies with the thread that started it (PR_SET_PDEATHSIG) and
+ * an atexit handler kills what is left and removes the directories.
  *
  * One thread starts, changes and stops a given struct dnssrv.
  */
@@ -51,6 +51,16 @@ int dnssrv_set(struct dnssrv *d, const char *name, const char *const *ips,
 
 /* Stops the server (by pid). The port and directory are kept. */
 void dnssrv_stop(struct dnssrv *d);
+
+/*
+ * Freezes the server (SIGSTOP; returns once it is stopped) and lets it go
+ * on (SIGCONT). A frozen server keeps its port: queries wait unanswered
+ * in its socket, none is refused, so a resolver's socket stays open
+ * through each try's timeout. A stopped server is dead instead: each query
+ * is refused by ICMP, and c-ares closes its socket at every refusal.
+ */
+void dnssrv_pause(struct dnssrv *d);
+void dnssrv_resume(struct dnssrv *d);
 
 /* Starts it again on the same port with the same records. 0 or -errno. */
 int dnssrv_restart(struct dnssrv *d);
