@@ -254,7 +254,7 @@ load(const struct cpool_aset *s, const struct cpool_uaddr *u)
 	struct load l = { LOAD_RLX(&u->connecting), LOAD_RLX(&u->open) };
 	unsigned idle = l.open && s->idle_of ? s->idle_of(s->idle_arg, u) : 0;
 
-	l.busy += l.open > idle ? l.open - idle : 0;
+	l.busy += cpool__uaddr_leased(l.open, idle);
 	return l;
 }
 

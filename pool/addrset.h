@@ -76,6 +76,16 @@ struct cpool_addr {
 	struct sockaddr_storage ss;
 };
 
+/*
+ * A member's leased connections: its open count less those idle in the
+ * lists, counted after it (a close between the two can make idle larger).
+ */
+static inline unsigned
+cpool__uaddr_leased(unsigned open, unsigned idle)
+{
+	return open > idle ? open - idle : 0;
+}
+
 void cpool__aset_init(struct cpool_aset *s, const struct cpool_config *cfg,
 		      bool named, unsigned *ndraining,
 		      struct cpool_ep_counters *ctr);

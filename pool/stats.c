@@ -209,14 +209,13 @@ static void
 addr_fill(const struct cpool_endpoint *ep, const struct cpool_uaddr *u,
 	  uint64_t now, struct cpool_addr_stats *o)
 {
-	unsigned open = LOAD_RLX(&u->open), idle;
+	unsigned open = LOAD_RLX(&u->open);
 
 	memset(o, 0, sizeof(*o));
 	snprintf(o->address, sizeof(o->address), "%s", u->text);
 	o->state = addr_state(u, now);
 	o->open = open;
-	idle = cpool__ep_addr_idle(ep, u);
-	o->leased = open > idle ? open - idle : 0;
+	o->leased = cpool__uaddr_leased(open, cpool__ep_addr_idle(ep, u));
 	o->connecting = LOAD_RLX(&u->connecting);
 	o->failures = u->fail_streak;
 	o->connects = LOAD_RLX(&u->connects);
