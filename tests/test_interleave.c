@@ -24,7 +24,11 @@
  *  - a worker between counting itself in a watch's arming and its
  *    EPOLL_CTL_MOD while a caller leases that connection: the lease waits,
  *    because its holder's library may close the fd (make soak-tsan saw
- *    libpq's close race the worker's MOD).
+ *    libpq's close race the worker's MOD);
+ *  - a release the peer closed, leased again inside probe_bypass_ms while
+ *    the worker has not armed its watch: handed out unprobed, as
+ *    configured (the worker is held: once loaded, it armed the watch and
+ *    closed the connection before the lease).
  */
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -582,6 +586,52 @@ Test(interleave, a_lease_waits_for_a_worker_arming_its_watch)
 	assert_ret(acq.err, 0);
 	cr_assert_eq(acq.c, c, "not the idle connection");
 	cpool_release(acq.c, 0);
+	cpool_destroy(pool);
+	fs_stop(fs);
+}
+
+/*
+ * probe_bypass_ms: a connection released less than that ago is handed out
+ * without the probe, dead or not; the caller finds out. The worker would
+ * arm its watch two ticks after the release and close it at the peer's
+ * FIN: it is held meanwhile (in make tsan under load it got there first).
+ */
+Test(interleave, probe_bypass_hands_out_a_recent_release_without_probing)
+{
+	struct fault_server *fs = server_new(FS_INET);
+	const char *addr = fs_address(fs);
+	struct cpool_config cfg = config_one_shard();
+	struct cpool *pool;
+	struct cpool_conn *c;
+	struct cpool_stats st;
+	int fd;
+	char b;
+
+	cfg.probe_bypass_ms = 600000; /* opt-in: no probe for 10 minutes */
+	pool = pool_new(&cfg);
+	pool_add(pool, addr);
+	c = lease(pool, addr);
+	fd = cpool_conn_fd(c);
+	pp_arm(CPOOL_PP_WORKER_CLOCK, true, 0, 0);
+	cr_assert(pp_wait(CPOOL_PP_WORKER_CLOCK, 0, WAIT_MS),
+		  "worker 0 never reached the point");
+	cpool_release(c, 0);
+	cr_assert_eq(fs_close_all(fs), 1);
+	cr_assert(wait_fd(fd, POLLRDHUP, WAIT_MS) & POLLRDHUP);
+
+	/* not probed: the dead connection is handed out, as configured */
+	c = lease(pool, addr);
+	cr_assert_eq(cpool_conn_fd(c), fd);
+	cr_assert(cpool_conn_reused(c));
+	/* the caller finds out and the helpers mark it broken */
+	cr_assert_eq(cpool_recv(c, &b, 1), 0);
+	cpool_release(c, 0);
+	pp_disarm();
+	st = stats_of(pool, addr);
+	assert_stat(st, closed[CPOOL_CLOSE_PEER_CLOSED], 0);
+	assert_stat(st, closed[CPOOL_CLOSE_BY_CALLER], 1);
+	assert_stat(st, open, 0);
+	assert_balanced(&st);
 	cpool_destroy(pool);
 	fs_stop(fs);
 }

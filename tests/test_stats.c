@@ -371,42 +371,6 @@ Test(stats, shards_follow_the_cpu_without_rseq_too)
 		  status, report);
 }
 
-Test(stats, probe_bypass_hands_out_a_recent_release_without_probing)
-{
-	struct fault_server *fs = server_new(FS_INET);
-	const char *addr = fs_address(fs);
-	struct cpool_config cfg = config_one_shard();
-	struct cpool *pool;
-	struct cpool_conn *c;
-	struct cpool_stats st;
-	int fd;
-	char b;
-
-	cfg.probe_bypass_ms = 600000; /* opt-in: no probe for 10 minutes */
-	pool = pool_new(&cfg);
-	pool_add(pool, addr);
-	c = lease(pool, addr);
-	fd = cpool_conn_fd(c);
-	cpool_release(c, 0);
-	cr_assert_eq(fs_close_all(fs), 1);
-	cr_assert(wait_fd(fd, POLLRDHUP, WAIT_MS) & POLLRDHUP);
-
-	/* not probed: the dead connection is handed out, as configured */
-	c = lease(pool, addr);
-	cr_assert_eq(cpool_conn_fd(c), fd);
-	cr_assert(cpool_conn_reused(c));
-	/* the caller finds out and the helpers mark it broken */
-	cr_assert_eq(cpool_recv(c, &b, 1), 0);
-	cpool_release(c, 0);
-	st = stats_of(pool, addr);
-	assert_stat(st, closed[CPOOL_CLOSE_PEER_CLOSED], 0);
-	assert_stat(st, closed[CPOOL_CLOSE_BY_CALLER], 1);
-	assert_stat(st, open, 0);
-	assert_balanced(&st);
-	cpool_destroy(pool);
-	fs_stop(fs);
-}
-
 Test(stats, gauges_follow_every_lease_and_release)
 {
 	struct fault_server *fs = server_new(FS_INET);
