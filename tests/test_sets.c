@@ -1064,13 +1064,13 @@ Test(sets, a_fork_childs_destroy_of_the_pool_leaves_no_resolver_socket)
 	assert_stats_wait(e.pool, e.addr, st, st.dns_refreshes >= 1, 10000);
 	/*
 	 * c-ares closes its socket once nothing is pending, and at each
-	 * refusal: a stopped server's port refuses by ICMP, so its socket
-	 * lived for bursts of a millisecond. A frozen server refuses nothing:
-	 * a refresh keeps the socket through its tries (3 of 700 ms). Fork
-	 * while it is open (no connection is open: the pool's only socket);
-	 * when the query ended between the look and the fork, the child has
-	 * nothing to check and says so, and the next refresh's socket is
-	 * taken.
+	 * refusal: a stopped server's port may refuse by ICMP, and the
+	 * socket then lives a millisecond. A frozen server refuses nothing:
+	 * a refresh keeps the socket through its tries (pool/dns.c: 3, from
+	 * 700 ms each). Fork while it is open (no connection is open: the
+	 * pool's only socket); when the query ended between the look and the
+	 * fork, the child has nothing to check and says so, and the next
+	 * refresh's socket is taken.
 	 */
 	dnssrv_pause(&e.d);
 	for (int tries = 0;; tries++) {
